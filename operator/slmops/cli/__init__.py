@@ -11,12 +11,27 @@ from typing import Any
 
 import click
 
-# subcommand name -> "module:attribute" of a click command or group
+# subcommand name -> ("module[:attribute]" of a click command or group, one-line help).
+# Without an attribute the module's `command` is used.
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "get": (
+        "slmops.cli.rollout_cmds:get_command",
+        "List models or rollouts (get models|rollouts).",
+    ),
+    "describe": ("slmops.cli.rollout_cmds:describe_command", "Show a rollout in detail."),
+    "plan": ("slmops.cli.rollout_cmds:plan_command", "Show which nodes fall in which wave."),
+    "promote": ("slmops.cli.rollout_cmds:promote_command", "Skip the current pause or analysis."),
+    "pause": ("slmops.cli.rollout_cmds:pause_command", "Pause a rollout (without writing spec)."),
+    "resume": ("slmops.cli.rollout_cmds:resume_command", "Resume a paused rollout."),
+    "abort": ("slmops.cli.rollout_cmds:abort_command", "Abort a rollout and roll back."),
+    "demo": ("slmops.cli.demo_cmd", "Run the whole story on a local testbed."),
     "operator": ("slmops.cli.operator_cmd", "Run the operator (kopf) against the current cluster."),
     "testbed": ("slmops.cli.testbed_cmd", "Start, stop and inspect the local testbed."),
     "model": ("slmops.cli.model_cmd", "Make and inspect models (make-demo)."),
-    "build": ("slmops.cli.build_cmd", "Build, evaluate and push one model variant (runs in a build Job)."),
+    "build": (
+        "slmops.cli.build_cmd",
+        "Build, evaluate and push one model variant (runs in a build Job).",
+    ),
     "serve": ("slmops.cli.serve_cmd", "Serve a model over the KServe/Triton v2 protocol."),
     "crds": ("slmops.cli.crds_cmd", "Print or write the CRDs generated from the API models."),
 }
@@ -30,8 +45,9 @@ class _LazyGroup(click.Group):
         entry = _SUBCOMMANDS.get(cmd_name)
         if entry is None:
             return None
-        module = importlib.import_module(entry[0])
-        command: click.Command = module.command
+        module_name, _, attribute = entry[0].partition(":")
+        module = importlib.import_module(module_name)
+        command: click.Command = getattr(module, attribute or "command")
         return command
 
     def format_commands(self, ctx: click.Context, formatter: Any) -> None:
