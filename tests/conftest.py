@@ -1,4 +1,25 @@
 """Shared fixtures. The testbed fixtures (a real control plane, Prometheus, registry and
 the edge-fleet simulator) come from the `slmops.testbed.pytest_plugin` plugin."""
 
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.operator import OperatorProcess
+
 pytest_plugins = ["slmops.testbed.pytest_plugin"]
+
+
+@pytest.fixture(scope="session")
+def operator(testbed: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """The operator as a real process, watching all namespaces of the testbed.
+
+    Session-scoped: tests that kill it must start it again (`operator.start()`).
+    """
+    process = OperatorProcess(testbed.kubeconfig, tmp_path_factory.mktemp("operator"))
+    process.start()
+    yield process
+    process.stop()

@@ -1,0 +1,5 @@
+"""`python -m slmops.cli`: the same as the `slmops` console script."""
+
+from slmops.cli import main
+
+main()
