@@ -76,7 +76,7 @@ async def test_bad_query_is_an_error_with_prometheus_reason() -> None:
         )
 
     async with _client(handler) as client:
-        with pytest.raises(PrometheusError, match="bad_data.*parse error at char 5"):
+        with pytest.raises(PrometheusError, match=r"bad_data.*parse error at char 5"):
             await client.query("sum((")
 
 
@@ -85,7 +85,7 @@ async def test_unreachable_is_an_error() -> None:
         raise httpx.ConnectError("connection refused", request=request)
 
     async with _client(handler) as client:
-        with pytest.raises(PrometheusError, match="unreachable.*connection refused"):
+        with pytest.raises(PrometheusError, match=r"unreachable.*connection refused"):
             await client.query("up")
         assert await client.is_online() is False
 
@@ -108,7 +108,7 @@ async def test_non_json_answer_is_an_error() -> None:
 async def test_range_vector_and_malformed_samples_are_errors() -> None:
     matrix = {"resultType": "matrix", "result": []}
     async with _client(lambda _: _answer(matrix)) as client:
-        with pytest.raises(PrometheusError, match="matrix.*rate"):
+        with pytest.raises(PrometheusError, match=r"matrix.*rate"):
             await client.query("m[5m]")
     broken = {"resultType": "vector", "result": [{"metric": {}, "value": [1.0, "x"]}]}
     async with _client(lambda _: _answer(broken)) as client:
