@@ -539,6 +539,31 @@ class RegistryClient:
         ).close()
         return digest, size
 
+    def mount_blob(self, repository: str, digest: str, source_repository: str) -> None:
+        """Make a blob of `source_repository` (same registry) available in `repository`.
+
+        The registry links it without copying when it can; when it declines (HTTP 202), the
+        blob is downloaded through a temporary file and uploaded, so the call always succeeds
+        or raises.
+        """
+        if self.blob_exists(repository, digest):
+            return
+        started = self._send(
+            "POST",
+            f"/v2/{repository}/blobs/uploads/",
+            scope_repository=repository,
+            what=f"mount of blob {digest} from {source_repository} into {repository}",
+            params={"mount": digest, "from": source_repository},
+            push=True,
+        )
+        started.close()
+        if started.status_code == 201:
+            return
+        with tempfile.TemporaryDirectory(prefix="slmops-mount-") as tmp:
+            local = Path(tmp) / "blob"
+            self.download_blob(source_repository, digest, local)
+            self.push_blob(repository, local)
+
     def fetch_blob(self, repository: str, digest: str, *, max_bytes: int = 16 << 20) -> bytes:
         """A small blob (a config) in memory, verified against its digest."""
         what = f"blob {digest} in {repository}"
