@@ -31,7 +31,9 @@ class GenerationRequest:
 
 
 def parse_generation_request(document: Mapping[str, Any]) -> GenerationRequest:
-    parameters = document.get("parameters") or {}
+    parameters = document.get("parameters", {})
+    if parameters is None:
+        parameters = {}
     if not isinstance(parameters, dict):
         raise ProtocolError("'parameters' must be an object")
 

@@ -102,9 +102,6 @@ class OnnxInferenceModel:
 
     def validate(self, request: InferRequest) -> None:
         """Reject a request the session would choke on, with a message a user can act on."""
-        missing = [name for name in self._inputs_by_name if name not in request.inputs]
-        if missing:
-            raise ProtocolError(f"missing input(s): {', '.join(missing)}")
         for name, array in request.inputs.items():
             spec = self._inputs_by_name.get(name)
             if spec is None:
@@ -123,6 +120,9 @@ class OnnxInferenceModel:
                     f"input '{name}': shape {list(array.shape)} does not match the model's "
                     f"{list(spec.shape)}"
                 )
+        missing = [name for name in self._inputs_by_name if name not in request.inputs]
+        if missing:
+            raise ProtocolError(f"missing input(s): {', '.join(missing)}")
         if request.requested_outputs is not None:
             unknown = [
                 o.name for o in request.requested_outputs if o.name not in self._output_names

@@ -110,7 +110,7 @@ def decode_infer_request(body: bytes, json_header_length: int | None) -> InferRe
         name, datatype, shape = _tensor_head(raw, f"inputs[{index}]")
         if name in inputs:
             raise ProtocolError(f"input '{name}' appears twice")
-        parameters = raw.get("parameters") or {}
+        parameters = raw.get("parameters", {})
         if not isinstance(parameters, dict):
             raise ProtocolError(f"input '{name}': 'parameters' must be an object")
         binary_size = parameters.get("binary_data_size")
@@ -139,7 +139,7 @@ def decode_infer_request(body: bytes, json_header_length: int | None) -> InferRe
             f"{len(binary) - offset} bytes of binary data after the JSON header belong to no input"
         )
 
-    parameters = header.get("parameters") or {}
+    parameters = header.get("parameters", {})
     if not isinstance(parameters, dict):
         raise ProtocolError("'parameters' must be an object")
     binary_output_default = bool(parameters.get("binary_data_output", False))
@@ -199,7 +199,7 @@ def _requested_outputs(raw: Any, binary_output_default: bool) -> tuple[Requested
     for index, item in enumerate(raw):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise ProtocolError(f"outputs[{index}] must be an object with a 'name'")
-        parameters = item.get("parameters") or {}
+        parameters = item.get("parameters", {})
         if not isinstance(parameters, dict):
             raise ProtocolError(f"outputs[{index}]: 'parameters' must be an object")
         if parameters.get("classification"):

@@ -230,10 +230,10 @@ class ModelServer:
         name = request.match_info["model"]
         version = request.match_info.get("version", MODEL_VERSION)
         if name != self.identity.model:
-            return _error(400, f"Request for unknown model: '{name}' is not found")
+            return _error(404, f"Request for unknown model: '{name}' is not found")
         if version != MODEL_VERSION:
             return _error(
-                400, f"Request for unknown model: '{name}' version {version} is not found"
+                404, f"Request for unknown model: '{name}' version {version} is not found"
             )
         if self.model is None:
             return _error(503, f"model '{name}' is not ready (loading)")

@@ -76,8 +76,8 @@ def default_model_name(model: str, environ: Mapping[str, str]) -> str:
     if explicit:
         return explicit
     if model.startswith("oci://"):
-        repository = model.removeprefix("oci://").split("@", 1)[0].split(":", 1)[0]
-        return repository.rsplit("/", 1)[-1] or "model"
+        last_component = model.removeprefix("oci://").split("@", 1)[0].rsplit("/", 1)[-1]
+        return last_component.split(":", 1)[0] or "model"
     stem = Path(model.rstrip("/")).name
     return stem.removesuffix(".onnx") or "model"
 
