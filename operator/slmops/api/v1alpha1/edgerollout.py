@@ -263,6 +263,8 @@ class NodeAssignment(ApiModel):
     Updated, Skipped (timed out or offline), RolledBack."""
     reason: str = ""
     """Why a node is Unassigned or Skipped."""
+    switched_at: str | None = None
+    """When the node was told to run the new revision (RFC 3339); its timeout counts from here."""
 
 
 class Measurement(ApiModel):
