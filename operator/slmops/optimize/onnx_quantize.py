@@ -89,6 +89,18 @@ def _initializers(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
                 yield from attribute.g.initializer
 
 
+def parameter_count(model_path: Path) -> int:
+    """Elements in the model's initializers (its weights)."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    total = 0
+    for tensor in _initializers(model):
+        count = 1
+        for dim in tensor.dims:
+            count *= int(dim)
+        total += count
+    return total
+
+
 def tied_embeddings(model: onnx.ModelProto) -> set[str]:
     """Initializers used both as a Gather's data (embedding) and by a MatMul/Gemm (LM head),
     directly or through a Transpose."""
