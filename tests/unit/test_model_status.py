@@ -142,9 +142,8 @@ def test_all_decided_with_one_rejected_is_ready_and_records_the_revision() -> No
     assert int4.build_job == f"demo-int4-{REV}"
     assert _cond(plan, "VariantsBuilt") == ("True", "AllBuilt")
     assert _cond(plan, "VariantsQualified") == ("False", "BudgetExceeded")
-    assert (
-        "size 12.0 MiB > 10.0 MiB" in cond.find(plan.status.conditions, "VariantsQualified").message
-    )  # type: ignore[union-attr]
+    qualified = cond.find(plan.status.conditions, "VariantsQualified")
+    assert qualified is not None and "size 12.0 MiB > 10.0 MiB" in qualified.message
     assert _cond(plan, "Ready") == ("True", "Qualified")
     assert _cond(plan, "Stalled") == ("False", "Settled")
     assert plan.status.phase == "Ready"
