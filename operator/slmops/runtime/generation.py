@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnxruntime_genai as og
 
 from slmops.runtime.generate_request import GenerationRequest
@@ -78,24 +79,33 @@ class TextGenerationModel:
         self._eos_token_ids = frozenset(int(t) for t in self._tokenizer.eos_token_ids)
         genai_config = json.loads((path / GENAI_CONFIG).read_text())
         self.context_length = int(genai_config["model"]["context_length"])
+        self.vocab_size = int(genai_config["model"]["vocab_size"])
         self.providers = [execution_provider.upper() + "ExecutionProvider"]
         self._slowdown = slowdown
+
+    def encode_prompt(self, request: GenerationRequest) -> list[int]:
+        """The prompt's token ids, or ProtocolError if the model cannot take it; separate from
+        `generate` so a stream can refuse a bad prompt with 400 before it starts."""
+        prompt_ids = [int(t) for t in self._tokenizer.encode(request.prompt)]
+        if not prompt_ids:
+            raise ProtocolError("'text_input' encodes to no tokens")
+        if len(prompt_ids) >= self.context_length:
+            raise ProtocolError(
+                f"the prompt has {len(prompt_ids)} tokens; the model's context is "
+                f"{self.context_length}"
+            )
+        return prompt_ids
 
     def generate(
         self,
         request: GenerationRequest,
         cancelled: threading.Event,
         on_text: Callable[[str], None] | None = None,
+        prompt_ids: list[int] | None = None,
     ) -> GenerationResult:
-        prompt_ids = self._tokenizer.encode(request.prompt)
+        if prompt_ids is None:
+            prompt_ids = self.encode_prompt(request)
         prompt_tokens = len(prompt_ids)
-        if prompt_tokens == 0:
-            raise ProtocolError("'text_input' encodes to no tokens")
-        if prompt_tokens >= self.context_length:
-            raise ProtocolError(
-                f"the prompt has {prompt_tokens} tokens; the model's context is "
-                f"{self.context_length}"
-            )
         max_length = min(prompt_tokens + request.max_tokens, self.context_length)
         params = og.GeneratorParams(self._model)
         search: dict[str, float | int | bool] = {"max_length": max_length, "batch_size": 1}
@@ -103,8 +113,9 @@ class TextGenerationModel:
             search["do_sample"] = False
         else:
             search.update(do_sample=True, temperature=request.temperature, top_p=request.top_p)
-            # onnxruntime-genai treats top_k=0 as "sample from one token"; no cut is the vocab.
-            search["top_k"] = request.top_k or 1 << 30
+            # onnxruntime-genai refuses top_k above the vocabulary and has no "no cut" value,
+            # so "no cut" is the whole vocabulary.
+            search["top_k"] = min(request.top_k or self.vocab_size, self.vocab_size)
         if request.seed is not None:
             search["random_seed"] = request.seed
         params.set_search_options(**search)
@@ -115,7 +126,7 @@ class TextGenerationModel:
         token_times: list[float] = []
         finish = FINISH_LENGTH
         started = time.perf_counter()
-        generator.append_tokens(prompt_ids)
+        generator.append_tokens(np.array(prompt_ids, dtype=np.int32))
         self._slowdown.stretch(time.perf_counter() - started)
         while True:
             if cancelled.is_set():

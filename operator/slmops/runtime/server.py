@@ -476,19 +476,38 @@ class ModelServer:
         arrived = time.perf_counter()
         async with self.admission.slot() as queue_s:
             outcome.queue_s = queue_s
+            loop = asyncio.get_running_loop()
+            try:
+                prompt_ids = await loop.run_in_executor(
+                    self._executor, model.encode_prompt, generation_request
+                )
+            except ProtocolError as error:
+                outcome.code, outcome.error_reason = 400, "bad_request"
+                outcome.triton_failure = FAILURE_OTHER
+                return _error(400, str(error))
             if before_start is not None:
                 await before_start()
             cancelled = cancelled or threading.Event()
-            loop = asyncio.get_running_loop()
             started = time.perf_counter()
             future = loop.run_in_executor(
-                self._executor, model.generate, generation_request, cancelled, on_text
+                self._executor,
+                model.generate,
+                generation_request,
+                cancelled,
+                on_text,
+                prompt_ids,
             )
             try:
                 result = await asyncio.shield(future)
             except asyncio.CancelledError:
                 cancelled.set()
                 await asyncio.wait([future])
+                if not future.cancelled() and future.exception() is None:
+                    # The tokens made before the client left were still computed.
+                    finished = future.result()
+                    self.metrics.observe_tokens(
+                        arrived, finished.token_times, finished.prompt_tokens
+                    )
                 outcome.code, outcome.error_reason = 499, "cancelled"
                 outcome.triton_failure = FAILURE_CANCELED
                 raise
