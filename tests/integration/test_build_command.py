@@ -28,6 +28,8 @@ pytestmark = pytest.mark.integration
 __all__ = ["minilm_onnx"]
 
 SLMOPS = str(Path(sys.executable).with_name("slmops"))
+# Repositories unique per run: a reused testbed (SLMOPS_TESTBED_STATE) keeps its registry.
+RUN = uuid.uuid4().hex[:8]
 
 
 @pytest.fixture(scope="module")
@@ -115,23 +117,30 @@ def test_build_pushes_a_qualified_variant_once_and_then_skips(
     registry: RegistryAccess, minilm_onnx: Path, minilm_sha256: str, tmp_path: Path
 ) -> None:
     auth = auth_file(tmp_path, registry)
-    body = request(registry, minilm_onnx.as_uri(), minilm_sha256, repository="models/minilm-a")
+    body = request(
+        registry, minilm_onnx.as_uri(), minilm_sha256, repository=f"models/minilm-a-{RUN}"
+    )
     code, result, stderr = run_build(body, tmp_path, auth)
     assert code == 0, stderr
     assert (result.phase, result.reason) == ("Qualified", "BudgetsMet"), result.message
     for built in tmp_path.glob("work-*"):
         shutil.rmtree(built)
-    assert result.digest and result.artifact == f"{registry.host}/models/minilm-a@{result.digest}"
+    assert (
+        result.digest
+        and result.artifact == f"{registry.host}/models/minilm-a-{RUN}@{result.digest}"
+    )
     assert result.compression_ratio is not None and result.compression_ratio > 3.5
     assert result.output_cosine is not None and result.output_cosine > 0.95
     assert result.speedup is not None and result.speedup > 0
     assert result.measured_on and str(os.cpu_count()) in result.measured_on
     assert [b.name for b in result.budgets] == ["minNextTokenAgreement"]
 
-    manifest = skopeo_inspect(registry, f"{registry.host}/models/minilm-a:int8-cpu-r1", raw=True)
+    manifest = skopeo_inspect(
+        registry, f"{registry.host}/models/minilm-a-{RUN}:int8-cpu-r1", raw=True
+    )
     raw = subprocess.run(
         ["skopeo", "inspect", "--raw", "--tls-verify=false", "--creds",
-         f"{registry.username}:{registry.password}", f"docker://{registry.host}/models/minilm-a:int8-cpu-r1"],
+         f"{registry.username}:{registry.password}", f"docker://{registry.host}/models/minilm-a-{RUN}:int8-cpu-r1"],
         capture_output=True, check=True, timeout=60,
     ).stdout  # fmt: skip
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == result.digest
@@ -155,7 +164,7 @@ def test_impossible_budget_is_rejected_and_not_pushed(
         registry,
         minilm_onnx.as_uri(),
         minilm_sha256,
-        repository="models/minilm-b",
+        repository=f"models/minilm-b-{RUN}",
         evaluation={"repeats": 2, "maxSizeMiB": 1},
     )
     code, result, _ = run_build(body, tmp_path, auth_file(tmp_path, registry))
@@ -166,14 +175,14 @@ def test_impossible_budget_is_rejected_and_not_pushed(
     client = RegistryClient(
         registry.host, credentials=Credentials(registry.username, registry.password), insecure=True
     )
-    assert client.manifest_digest("models/minilm-b", "int8-cpu-r1") is None
+    assert client.manifest_digest(f"models/minilm-b-{RUN}", "int8-cpu-r1") is None
 
 
 def test_wrong_sha256_fails_permanently_and_pushes_nothing(
     registry: RegistryAccess, minilm_onnx: Path, tmp_path: Path
 ) -> None:
     wrong = "0" * 64
-    body = request(registry, minilm_onnx.as_uri(), wrong, repository="models/minilm-c")
+    body = request(registry, minilm_onnx.as_uri(), wrong, repository=f"models/minilm-c-{RUN}")
     code, result, _ = run_build(body, tmp_path, auth_file(tmp_path, registry))
     assert code == 2
     assert (result.phase, result.reason) == ("Failed", "SourceDigestMismatch")
@@ -183,7 +192,7 @@ def test_wrong_sha256_fails_permanently_and_pushes_nothing(
     client = RegistryClient(
         registry.host, credentials=Credentials(registry.username, registry.password), insecure=True
     )
-    assert client.manifest_digest("models/minilm-c", "int8-cpu-r1") is None
+    assert client.manifest_digest(f"models/minilm-c-{RUN}", "int8-cpu-r1") is None
 
 
 def test_verify_only_needs_no_registry(
@@ -201,7 +210,9 @@ def test_wrong_credentials_fail_before_building(
     registry: RegistryAccess, minilm_onnx: Path, minilm_sha256: str, tmp_path: Path
 ) -> None:
     secret = "not-the-password-" + uuid.uuid4().hex
-    body = request(registry, minilm_onnx.as_uri(), minilm_sha256, repository="models/minilm-d")
+    body = request(
+        registry, minilm_onnx.as_uri(), minilm_sha256, repository=f"models/minilm-d-{RUN}"
+    )
     code, result, stderr = run_build(body, tmp_path, auth_file(tmp_path, registry, secret))
     assert code == 2
     assert (result.phase, result.reason) == ("Failed", "RegistryAuthFailed")
@@ -238,14 +249,14 @@ def test_oci_source_and_runnable_image(
             execution_provider="cpu",
         ),
     )
-    source_digest = push_modelpack(client, "sources/minilm", pack, "fp32")
+    source_digest = push_modelpack(client, f"sources/minilm-{RUN}", pack, "fp32")
     base_digest = push_base_image(client, "runtime/base")
 
     body = request(
         registry,
-        f"oci://{registry.host}/sources/minilm@{source_digest}",
+        f"oci://{registry.host}/sources/minilm-{RUN}@{source_digest}",
         source_digest.removeprefix("sha256:"),
-        repository="models/minilm-e",
+        repository=f"models/minilm-e-{RUN}",
         precision="int4",
         evaluation={"repeats": 2, "minNextTokenAgreement": 0.8},
         runtime_base_image=f"runtime/base@{base_digest}",
@@ -255,11 +266,11 @@ def test_oci_source_and_runnable_image(
     assert result.phase == "Qualified", result.message
     assert result.image and result.image_digest
     inspected = skopeo_inspect(
-        registry, f"{registry.host}/models/minilm-e@{result.image_digest}", raw=False
+        registry, f"{registry.host}/models/minilm-e-{RUN}@{result.image_digest}", raw=False
     )
     assert "SLMOPS_MODEL_PATH=/models/minilm-int4-cpu" in inspected["Env"]  # type: ignore[operator]
     artifact = skopeo_inspect(
-        registry, f"{registry.host}/models/minilm-e@{result.digest}", raw=True
+        registry, f"{registry.host}/models/minilm-e-{RUN}@{result.digest}", raw=True
     )
     paths = sorted(layer["annotations"]["org.cncf.model.filepath"] for layer in artifact["layers"])  # type: ignore[attr-defined]
     assert paths == ["README.md", "model.onnx"]
