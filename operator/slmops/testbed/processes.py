@@ -22,6 +22,8 @@ from typing import Any
 class TestbedError(RuntimeError):
     """A testbed part could not be prepared, started or stopped; the message says what to do."""
 
+    __test__ = False
+
 
 @dataclass(frozen=True)
 class TrackedProcess:
@@ -234,9 +236,15 @@ def wait_until(
             if condition():
                 return
         if process is not None and not is_alive(process):
+            last_lines = tail(Path(process.log_path))
+            hint = (
+                " (a port it needs is taken by another process)"
+                if "address already in use" in last_lines.lower()
+                else ""
+            )
             raise TestbedError(
-                f"{process.name} exited while waiting for {what}; "
-                f"last lines of {process.log_path}:\n{tail(Path(process.log_path))}"
+                f"{process.name} exited while waiting for {what}{hint}; "
+                f"last lines of {process.log_path}:\n{last_lines}"
             )
         if time.monotonic() >= deadline:
             log_hint = f"; see {process.log_path}" if process is not None else ""

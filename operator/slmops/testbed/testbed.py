@@ -35,6 +35,7 @@ from slmops.testbed.processes import (
     TrackedProcess,
     free_port,
     is_alive,
+    require_free_port,
     start_process,
     stop_process,
     wait_until,
@@ -92,6 +93,9 @@ class FleetSpec:
 
 class Testbed:
     """A testbed in `state_dir`: `up()` starts or adopts it, `down()` stops exactly its PIDs."""
+
+    # Not a test class, despite its name, for pytest's collection.
+    __test__ = False
 
     def __init__(
         self,
@@ -265,6 +269,8 @@ class Testbed:
                 "simulator",
             )
         }
+        for name, port in ports.items():
+            require_free_port(port, name)
         self._state = {
             "ports": ports,
             "token": secrets.token_hex(24),

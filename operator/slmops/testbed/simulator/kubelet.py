@@ -624,6 +624,9 @@ class Kubelet:
         }
 
     async def run(self) -> None:
+        # `down` reads this file to stop pod processes even if the simulator died hard.
+        (self.state_dir / "simulator").mkdir(parents=True, exist_ok=True)
+        self._write_pid_file()
         async with aiohttp.ClientSession() as probe_session:
             self.probe_session = probe_session
             try:
