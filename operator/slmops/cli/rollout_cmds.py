@@ -371,7 +371,7 @@ def plan_command(
 def plan_table(
     spec: Any, model_body: Mapping[str, Any], node_items: list[dict[str, Any]]
 ) -> tuple[Table, list[str]]:
-    from slmops.controllers.rollout_world import fleet_node, model_view
+    from slmops.adapters.kube_objects import fleet_node, model_view
     from slmops.domain.placement import place
     from slmops.domain.waves import plan_waves
 

@@ -32,7 +32,7 @@ from slmops.api.v1alpha1.common import API_VERSION, GROUP, VERSION
 from slmops.api.v1alpha1.edgerollout import EdgeRolloutSpec, EdgeRolloutStatus, Measurement
 from slmops.controllers import rollout_metrics
 from slmops.controllers.firstsight import acknowledge_generation
-from slmops.controllers.rollout_world import (
+from slmops.adapters.kube_objects import (
     ModelView,
     ServerPod,
     dump_status,

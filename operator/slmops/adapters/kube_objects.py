@@ -1,4 +1,4 @@
-"""From watched Kubernetes objects to the rollout's `World`: pure functions, no I/O.
+"""From watched Kubernetes objects to the facts the rollout decision needs: pure functions.
 
 The controller keeps nodes, pods, workloads and models in kopf indexes; these functions turn
 the raw bodies kept there into the facts the decision needs (and are unit-tested without a
