@@ -26,12 +26,6 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from slmops.adapters.kubernetes import KubeError, KubeWriter, load_api_client
-from slmops.adapters.prometheus import PrometheusClient, PrometheusError
-from slmops.api.v1alpha1.common import API_VERSION, GROUP, VERSION
-from slmops.api.v1alpha1.edgerollout import EdgeRolloutSpec, EdgeRolloutStatus, Measurement
-from slmops.controllers import rollout_metrics
-from slmops.controllers.firstsight import acknowledge_generation
 from slmops.adapters.kube_objects import (
     ModelView,
     ServerPod,
@@ -43,6 +37,12 @@ from slmops.adapters.kube_objects import (
     server_pod,
     status_merge_patch,
 )
+from slmops.adapters.kubernetes import KubeError, KubeWriter, load_api_client
+from slmops.adapters.prometheus import PrometheusClient, PrometheusError
+from slmops.api.v1alpha1.common import API_VERSION, GROUP, VERSION
+from slmops.api.v1alpha1.edgerollout import EdgeRolloutSpec, EdgeRolloutStatus, Measurement
+from slmops.controllers import rollout_metrics
+from slmops.controllers.firstsight import acknowledge_generation
 from slmops.domain import conditions as cond
 from slmops.domain.placement import FleetNode
 from slmops.domain.rollout import (
