@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import platform
 import shutil
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +40,7 @@ from slmops.optimize.contract import (
     ExitCode,
     Reason,
 )
+from slmops.optimize.evaluation import measured_on
 from slmops.optimize.packaging import (
     EVALUATION_KEY,
     ModelMetadata,
@@ -98,20 +96,6 @@ def exit_code_for(result: BuildResult) -> int:
     if result.phase != "Failed":
         return ExitCode.DECIDED
     return ExitCode.PERMANENT if result.reason in PERMANENT_REASONS else ExitCode.RETRYABLE
-
-
-def measured_on() -> str:
-    """`<node> (<cpu model>, <n> cores)`: where the numbers were taken."""
-    node = os.environ.get("NODE_NAME") or socket.gethostname()
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{node} ({cpu}, {os.cpu_count()} cores)"
 
 
 @dataclass(frozen=True)
