@@ -220,8 +220,24 @@ def status_merge_patch(new: Mapping[str, Any], old: Mapping[str, Any]) -> dict[s
 
 
 def dump_status(status: EdgeRolloutStatus) -> dict[str, Any]:
-    dumped: dict[str, Any] = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    """The status as stored: camelCase, without None and without empty strings.
+
+    Empty strings are left out because they are the defaults when read back, and because
+    some apiservers (the testbed's 1.20 build among them) decode "" in a custom resource as
+    null and then refuse it as "must be of type string".
+    """
+    dumped: dict[str, Any] = _without_empty_strings(
+        status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    )
     return dumped
+
+
+def _without_empty_strings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_empty_strings(v) for k, v in value.items() if v != ""}
+    if isinstance(value, list):
+        return [_without_empty_strings(v) for v in value]
+    return value
 
 
 def offers_by_variant(offers: Sequence[VariantOffer]) -> dict[str, VariantOffer]:

@@ -178,12 +178,14 @@ def daemonset_manifest(
             "name": "model-cache",
             "hostPath": {"path": serving.model_cache_path, "type": "DirectoryOrCreate"},
         },
-        # The root filesystem is read-only; onnxruntime and Python still want a /tmp.
-        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+        # The root filesystem is read-only; Python's tempfile falls back to /var/tmp when
+        # /tmp is not writable. (/var/tmp rather than /tmp also keeps the testbed's
+        # mount-path rewriting away from state directories that live under /tmp.)
+        {"name": "scratch", "emptyDir": {"sizeLimit": "256Mi"}},
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "model-cache", "mountPath": CACHE_MOUNT_PATH},
-        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "scratch", "mountPath": "/var/tmp"},
     ]
     if runtime.pull_secret:
         env.append({"name": "SLMOPS_REGISTRY_AUTH_FILE", "value": REGISTRY_AUTH_FILE})
