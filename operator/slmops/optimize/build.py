@@ -268,9 +268,18 @@ def build_onnx_variant(
 def build_language_model_variant(
     request: BuildRequest, variant: Variant, source: FetchedSource, work_dir: Path
 ) -> VariantOutcome:
-    from slmops.optimize.lm_variant import build_lm_variant
+    from slmops.optimize.lm_variant import LMVariantError, build_lm_variant
 
-    result = build_lm_variant(source.path, variant, request.evaluation, work_dir)
+    if not source.path.is_dir():
+        raise BuildStoppedError(
+            Reason.INVALID_REQUEST,
+            f"a huggingface source must be a checkpoint directory (or an archive of one), "
+            f"got the file {source.path.name}",
+        )
+    try:
+        result = build_lm_variant(source.path, variant, request.evaluation, work_dir)
+    except LMVariantError as exc:
+        raise BuildStoppedError(exc.reason, exc.message) from exc
     measurements = {
         key: value
         for key, value in result.measurements().items()
