@@ -8,6 +8,7 @@ written, on ratios only."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,7 @@ RECIPES: dict[str, dict[str, object]] = {
 
 
 def test_plain_onnx_recipes(minilm_onnx: Path, tmp_path: Path) -> None:
+    load_at_start = os.getloadavg()[0]
     samples = sample_inputs(minilm_onnx, 16, sequence=64, seed=7)
     results: dict[str, OnnxEvaluation] = {}
     for index, (label, fields) in enumerate(RECIPES.items()):
@@ -67,7 +69,8 @@ def test_plain_onnx_recipes(minilm_onnx: Path, tmp_path: Path) -> None:
             "inference of batch 1 x 64 tokens; median of 20 runs, fp32 and variant interleaved;",
             "agreement over 8 random inputs.",
             "Written by tests/benchmarks/test_onnx_recipes_bench.py.",
-            f"Machine: {machine_description()}.",
+            f"Machine: {machine_description()}; 1-minute load average {load_at_start:.1f} at the",
+            "start (absolute latencies move with load; the ratios are measured side by side).",
             "",
             *rows,
         ]
