@@ -1,0 +1,334 @@
+"""`helm install` onto the testbed's real apiserver, then the operator's RBAC as a matrix.
+
+`kubectl auth can-i --as=system:serviceaccount:NS:SA` asks the real RBAC authorizer what the
+chart's ServiceAccount may do: everything the operator needs must be allowed, and the things
+it must never do (read Secrets, create pods, change nodes, touch RBAC, other namespaces in
+namespaced mode, ...) must be refused.
+
+The chart's operator pod is kept from being scheduled (a node selector no node has): the
+testbed's simulator would otherwise run it as a second operator, with the testbed's admin
+kubeconfig, beside the one other tests use. This test is about the objects and the RBAC.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slmops.testbed.chart import ChartPaths, repository_root, run_helm
+from slmops.testbed.helm import ensure_helm
+from slmops.testbed.testbed import Testbed
+
+pytestmark = pytest.mark.integration
+
+PATHS = ChartPaths(repository_root())
+UNSCHEDULABLE = {"operator": {"nodeSelector": {"slmops.io/helm-test-no-such-node": "true"}}}
+
+SLM = "slmmodels.slmops.io"
+ROLLOUTS = "edgerollouts.slmops.io"
+CRDS = "customresourcedefinitions.apiextensions.k8s.io"
+
+
+@dataclass(frozen=True)
+class Check:
+    verb: str
+    resource: str
+    subresource: str | None = None
+
+    def __str__(self) -> str:
+        sub = f"/{self.subresource}" if self.subresource else ""
+        return f"{self.verb} {self.resource}{sub}"
+
+
+def checks(spec: str) -> list[Check]:
+    """'verb1,verb2 resource[/sub]' lines -> Checks."""
+    result = []
+    for line in spec.strip().splitlines():
+        verbs, target = line.split()
+        resource, _, subresource = target.partition("/")
+        result += [Check(verb, resource, subresource or None) for verb in verbs.split(",")]
+    return result
+
+
+# In every namespace the operator works in.
+NAMESPACED_ALLOWED = checks(f"""
+get,list,watch,patch {SLM}
+get,list,watch,patch {ROLLOUTS}
+get,patch {SLM}/status
+get,patch {ROLLOUTS}/status
+update {SLM}/finalizers
+update {ROLLOUTS}/finalizers
+create,get,list,watch,delete jobs.batch
+get,list,watch pods
+get pods/log
+create,get,list,watch,patch,update,delete daemonsets.apps
+create,get,list,watch,patch,update,delete services
+create events
+""")
+NAMESPACED_DENIED = checks(f"""
+get,list,watch,create secrets
+create,delete,patch,update pods
+create pods/exec
+create pods/eviction
+create,update,delete,deletecollection {SLM}
+create,update,delete,deletecollection {ROLLOUTS}
+update {ROLLOUTS}/status
+patch,update,deletecollection jobs.batch
+deletecollection daemonsets.apps
+create,patch deployments.apps
+create,patch statefulsets.apps
+create,get,patch configmaps
+create,get,update leases.coordination.k8s.io
+create serviceaccounts
+create serviceaccounts/token
+create,bind roles.rbac.authorization.k8s.io
+create rolebindings.rbac.authorization.k8s.io
+patch,delete events
+""")
+CLUSTER_ALLOWED = checks(f"""
+get,list,watch nodes
+list,watch {CRDS}
+""")
+CLUSTER_DENIED = checks(f"""
+create,patch,update,delete nodes
+patch,update nodes/status
+create,update,patch,delete {CRDS}
+create,update,bind,escalate clusterroles.rbac.authorization.k8s.io
+create,update clusterrolebindings.rbac.authorization.k8s.io
+create,delete namespaces
+impersonate users
+impersonate serviceaccounts
+create validatingwebhookconfigurations.admissionregistration.k8s.io
+create mutatingwebhookconfigurations.admissionregistration.k8s.io
+create certificatesigningrequests.certificates.k8s.io
+get,list,watch persistentvolumes
+""")
+WILDCARD = Check("*", "*")
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    namespace: str
+
+    @property
+    def service_account(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.name}"
+
+
+def helm(testbed: Testbed, *args: str) -> str:
+    return run_helm([str(ensure_helm()), f"--kubeconfig={testbed.kubeconfig}", *args])
+
+
+def create_namespaces(testbed: Testbed, *names: str) -> None:
+    for name in names:
+        testbed.kubectl("create", "namespace", name)
+
+
+def install(testbed: Testbed, tmp_dir: Path, values: dict[str, object]) -> Release:
+    suffix = uuid.uuid4().hex[:6]
+    # A release name containing the chart name is the full name: slmops-<suffix>.
+    release = Release(name=f"slmops-{suffix}", namespace=f"slmops-{suffix}-system")
+    values_file = tmp_dir / f"values-{suffix}.yaml"
+    values_file.write_text(yaml.safe_dump({**UNSCHEDULABLE, **values}))
+    helm(
+        testbed,
+        "install",
+        release.name,
+        str(PATHS.chart),
+        f"--namespace={release.namespace}",
+        "--create-namespace",
+        f"--values={values_file}",
+    )
+    return release
+
+
+def uninstall(testbed: Testbed, release: Release, *namespaces: str) -> None:
+    helm(testbed, "uninstall", release.name, f"--namespace={release.namespace}")
+    for namespace in (release.namespace, *namespaces):
+        testbed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def can_i(testbed: Testbed, user: str, check: Check, namespace: str | None) -> bool:
+    argv = ["auth", "can-i", check.verb, check.resource, f"--as={user}"]
+    if check.subresource:
+        argv.append(f"--subresource={check.subresource}")
+    if namespace:
+        argv.append(f"--namespace={namespace}")
+    result = testbed.kubectl(*argv, check=False)
+    answer = result.stdout.strip()
+    assert answer in ("yes", "no"), f"kubectl {' '.join(argv)}: {result.stderr.strip()}"
+    return answer == "yes"
+
+
+def answers(
+    testbed: Testbed, user: str, matrix: Sequence[Check], namespace: str | None
+) -> dict[str, bool]:
+    # Each answer is one SubjectAccessReview; a few at once keep the matrix quick.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = pool.map(lambda c: can_i(testbed, user, c, namespace), matrix)
+        return {str(check): allowed for check, allowed in zip(matrix, results, strict=True)}
+
+
+def assert_matrix(
+    testbed: Testbed,
+    user: str,
+    namespace: str | None,
+    allowed: Sequence[Check],
+    denied: Sequence[Check],
+) -> None:
+    got = answers(testbed, user, [*allowed, *denied], namespace)
+    where = f"in {namespace}" if namespace else "cluster-wide"
+    missing = [c for c in map(str, allowed) if not got[c]]
+    excess = [c for c in map(str, denied) if got[c]]
+    assert not (missing or excess), f"{user} {where}: lacks {missing}; must not have {excess}"
+
+
+@pytest.fixture(scope="module")
+def cluster_release(
+    testbed: Testbed, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Release]:
+    release = install(testbed, tmp_path_factory.mktemp("helm"), {})
+    try:
+        yield release
+    finally:
+        uninstall(testbed, release)
+
+
+def test_install_creates_the_operator_objects(testbed: Testbed, cluster_release: Release) -> None:
+    name, namespace = cluster_release.name, cluster_release.namespace
+    status = helm(testbed, "status", name, f"--namespace={namespace}")
+    assert "STATUS: deployed" in status
+    deployment = yaml.safe_load(
+        testbed.kubectl("-n", namespace, "get", "deployment", name, "-o", "yaml").stdout
+    )
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == name
+    for kind in ("serviceaccount", "networkpolicy", "configmap"):
+        assert testbed.kubectl("-n", namespace, "get", kind, "-o", "name").stdout.strip(), kind
+    for role in ("kopf", "kopf-cluster", "handlers", "handlers-cluster", "view", "edit"):
+        testbed.kubectl("get", "clusterrole", f"{name}-{role}")
+    # Helm installed (or kept) the CRDs from the chart's crds/.
+    for crd in (SLM, ROLLOUTS):
+        testbed.kubectl("get", "crd", crd)
+
+
+def test_cluster_wide_operator_may_do_what_it_needs_and_nothing_else(
+    testbed: Testbed, cluster_release: Release, kube_namespace: str
+) -> None:
+    user = cluster_release.service_account
+    # Any namespace: the operator watches all of them.
+    assert_matrix(testbed, user, kube_namespace, NAMESPACED_ALLOWED, NAMESPACED_DENIED)
+    # kopf looks at namespaces only in namespaced mode.
+    cluster_denied = [*CLUSTER_DENIED, *checks("list,watch namespaces")]
+    assert_matrix(testbed, user, None, CLUSTER_ALLOWED, cluster_denied)
+    assert not can_i(testbed, user, WILDCARD, kube_namespace)
+    assert not can_i(testbed, user, WILDCARD, None)
+
+
+def test_namespaced_operator_is_confined_to_its_namespaces(
+    testbed: Testbed, tmp_path: Path
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    watched = [f"team-a-{suffix}", f"team-b-{suffix}"]
+    elsewhere = f"team-c-{suffix}"
+    create_namespaces(testbed, *watched, elsewhere)
+    release = install(testbed, tmp_path, {"watchNamespaces": watched})
+    try:
+        user = release.service_account
+        for namespace in watched:
+            assert_matrix(testbed, user, namespace, NAMESPACED_ALLOWED, NAMESPACED_DENIED)
+        # Nothing of the namespaced work is allowed anywhere else.
+        assert_matrix(testbed, user, elsewhere, [], [*NAMESPACED_ALLOWED, *NAMESPACED_DENIED])
+        cluster_allowed = [*CLUSTER_ALLOWED, *checks("list,watch namespaces")]
+        assert_matrix(testbed, user, None, cluster_allowed, CLUSTER_DENIED)
+        assert not can_i(testbed, user, WILDCARD, watched[0])
+        deployment = yaml.safe_load(
+            testbed.kubectl(
+                "-n", release.namespace, "get", "deployment", release.name, "-o", "yaml"
+            ).stdout
+        )
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert [a for a in args if a.startswith("--namespace=")] == [
+            f"--namespace={n}" for n in watched
+        ]
+    finally:
+        uninstall(testbed, release, *watched, elsewhere)
+
+
+def test_people_with_view_or_edit_get_the_two_kinds_through_aggregation(
+    testbed: Testbed, cluster_release: Release, kube_namespace: str
+) -> None:
+    reader, editor = f"reader-{uuid.uuid4().hex[:6]}", f"editor-{uuid.uuid4().hex[:6]}"
+    testbed.kubectl(
+        "-n",
+        kube_namespace,
+        "create",
+        "rolebinding",
+        "reader",
+        "--clusterrole=view",
+        f"--user={reader}",
+    )
+    testbed.kubectl(
+        "-n",
+        kube_namespace,
+        "create",
+        "rolebinding",
+        "editor",
+        "--clusterrole=edit",
+        f"--user={editor}",
+    )
+    list_rollouts = Check("list", ROLLOUTS)
+    patch_rollouts = Check("patch", ROLLOUTS)
+    # The controller-manager's aggregation controller folds our roles in asynchronously.
+    deadline = time.monotonic() + 30
+    while not (
+        can_i(testbed, reader, list_rollouts, kube_namespace)
+        and can_i(testbed, editor, patch_rollouts, kube_namespace)
+    ):
+        assert time.monotonic() < deadline, "view/edit never aggregated the slmops roles"
+        time.sleep(0.5)
+    assert_matrix(
+        testbed,
+        reader,
+        kube_namespace,
+        checks(f"get,list,watch {SLM}\nget,list,watch {ROLLOUTS}"),
+        checks(f"create,patch,delete {SLM}\npatch {ROLLOUTS}"),
+    )
+    assert_matrix(
+        testbed,
+        editor,
+        kube_namespace,
+        checks(f"get,list,create,patch,delete {SLM}\nget,patch,delete {ROLLOUTS}"),
+        checks(f"patch {ROLLOUTS}/status"),
+    )
+
+
+def test_install_manifest_is_accepted_by_the_apiserver(testbed: Testbed, tmp_path: Path) -> None:
+    # The plain manifest targets slmops-system; moved to a namespace of its own so the
+    # server-side dry run cannot collide with a real installation on the same testbed.
+    namespace = f"slmops-dry-{uuid.uuid4().hex[:6]}"
+    create_namespaces(testbed, namespace)
+    try:
+        text = PATHS.install_manifest.read_text().replace("slmops-system", namespace)
+        manifest = tmp_path / "install.yaml"
+        manifest.write_text(text)
+        result = testbed.kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+            f"--filename={manifest}",
+        )
+        applied = [line for line in result.stdout.splitlines() if line.strip()]
+        documents = [d for d in yaml.safe_load_all(text) if d]
+        assert len(applied) == len(documents), result.stdout
+    finally:
+        testbed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
