@@ -47,7 +47,9 @@ class DemoModelShape:
     intermediate_size: int = 1408
     num_hidden_layers: int = 6
     num_attention_heads: int = 8
-    num_key_value_heads: int = 4
+    # As many KV heads as query heads: the builder's fp16 CPU graph breaks on grouped-query
+    # attention (its repeat_kv fallback fails at run time), and fp16 is one of the variants.
+    num_key_value_heads: int = 8
     max_position_embeddings: int = 512
     sequence_length: int = 256
     batch_size: int = 4
@@ -275,7 +277,7 @@ def build_demo_model(out_dir: Path, shape: DemoModelShape = DEMO_SHAPE) -> Train
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if step % 20 == 0 or step == shape.train_steps - 1:
-            logger.info("step %d/%d loss %.3f", step + 1, shape.train_steps, float(loss))
+            logger.info("step %d/%d loss %.3f", step + 1, shape.train_steps, loss.item())
 
     trained = PerplexityPair(_perplexity(model, train_eval), _perplexity(model, heldout_eval))
 
@@ -363,6 +365,9 @@ def ensure_demo_model(cache_root: Path | None = None, shape: DemoModelShape = DE
     with _exclusive_lock(root / f"{final.name}.lock"):
         if (final / TRAINING_REPORT_FILENAME).is_file():
             return final
+        # Holding the lock, any staging directory of this key belongs to a killed build.
+        for stale in root.glob(f".{final.name}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
         try:
             build_demo_model(staging, shape)

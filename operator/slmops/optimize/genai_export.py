@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-Precision = Literal["fp32", "fp16", "bf16", "int8", "int4"]
-ExecutionProvider = Literal["cpu", "cuda", "dml", "webgpu"]
+from slmops.api.v1alpha1.slmmodel import ExecutionProvider, OptimizeRecipe, Precision
+
 Int4Algorithm = Literal["default", "rtn", "hqq", "k_quant_mixed", "k_quant_last"]
 
 MODEL_FILENAME = "model.onnx"
@@ -64,6 +64,19 @@ class GenaiExportOptions:
     def describe(self) -> str:
         extra = " ".join(f"{k}={v}" for k, v in sorted(self.builder_extra_options().items()))
         return f"{self.precision}/{self.execution_provider}" + (f" ({extra})" if extra else "")
+
+
+def export_options_from_recipe(recipe: OptimizeRecipe) -> GenaiExportOptions:
+    int4 = recipe.int4
+    if int4 is None:
+        return GenaiExportOptions(recipe.precision, recipe.execution_provider)
+    return GenaiExportOptions(
+        precision=recipe.precision,
+        execution_provider=recipe.execution_provider,
+        block_size=int4.block_size,
+        accuracy_level=int4.accuracy_level,
+        algorithm=int4.algorithm,
+    )
 
 
 @dataclass(frozen=True)
