@@ -374,6 +374,11 @@ class RegistryClient:
                     f"registry {self.registry} is unreachable ({type(exc).__name__}) "
                     f"while accessing {what}"
                 ) from None
+            finally:
+                # A file body is opened per attempt (it cannot be replayed) and closed here.
+                close = getattr(content, "close", None)
+                if close is not None:
+                    close()
             if response.status_code != 401:
                 return self._check(response, what)
             challenge = response.headers.get("WWW-Authenticate", "")

@@ -20,7 +20,6 @@ What each precision means here, and why (measured on a 2-core x86 with VNNI):
 from __future__ import annotations
 
 import os
-import shutil
 import statistics
 import tempfile
 import time
@@ -337,8 +336,6 @@ def _copy_model(source: Path, out: Path) -> None:
             del tensor.external_data[:]
             tensor.data_location = onnx.TensorProto.DEFAULT
         onnx.save(model, str(out))
-    if not out.exists():  # pragma: no cover - onnx.save raises instead
-        shutil.copyfile(source, out)
 
 
 @dataclass(frozen=True)
