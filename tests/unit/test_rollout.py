@@ -545,3 +545,29 @@ def test_measurements_given_when_no_round_is_due_are_ignored() -> None:
     decision = decide(replace(world, measurements=stale))
     assert decision.status == decide(world).status
     assert plan_round(world) == []
+
+
+def test_the_last_wave_compares_with_the_stable_value_measured_earlier() -> None:
+    run = settled()
+
+    def measure(planned: PlannedQuery) -> Reading:
+        stable_left = any(
+            s.revision == "r1" and name.startswith(planned.variant)
+            for name, s in run.serving.items()
+        )
+        return (0.1, 0.1 if stable_left else None, None, 100.0)
+
+    run.measure = measure
+    run.model_revision = "r2"
+    run.run_until(lambda r: r.status.phase in ("Healthy", "Paused"))
+    assert run.status.phase == "Healthy" and run.status.stable_revision == "r2"
+    carried = [m for m in run.status.measurements if "stable value measured at" in m.message]
+    assert carried and all(m.stable_value == 0.1 for m in carried)
+
+
+def test_without_any_stable_baseline_a_relative_check_has_no_data() -> None:
+    run = settled()
+    run.measure = lambda planned: (0.1, None, None, 100.0)
+    run.model_revision = "r2"
+    run.run_until(lambda r: r.status.phase == "Paused")
+    assert "stable revision's query returned no data" in run.status.measurements[-1].message

@@ -26,6 +26,7 @@ The life of a rollout:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -1060,6 +1061,14 @@ def measurement_from(
     metric = _metric(analysis, planned.metric)
     if analysis is None or metric is None:
         raise ValueError(f"metric {planned.metric!r} is not in spec.analysis.metrics")
+    note = ""
+    if planned.stable_query is not None and error is None and not _finite(stable_value):
+        baseline = _last_stable_value(world.status, planned.metric, planned.variant)
+        if baseline is not None:
+            # Once a wave has switched every node of a variant, nothing serves the stable
+            # revision there any more; the stable value measured earlier in this rollout is
+            # the honest baseline (not "no data", which would pause the last wave).
+            stable_value, note = baseline[0], f" (stable value measured at {baseline[1]})"
     verdict = judge(metric, value, stable_value, error, samples, analysis)
     return Measurement(
         metric=planned.metric,
@@ -1068,9 +1077,28 @@ def measurement_from(
         phase=verdict.phase,
         value=value,
         stable_value=stable_value,
-        message=verdict.message,
+        message=verdict.message + note,
         at=cond.now_rfc3339(world.now),
     )
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _last_stable_value(
+    status: EdgeRolloutStatus, metric: str, variant: str
+) -> tuple[float, str] | None:
+    """The newest stable value this rollout measured for a metric on a variant."""
+    for measurement in reversed(status.measurements):
+        if (
+            measurement.metric == metric
+            and measurement.variant == variant
+            and _finite(measurement.stable_value)
+            and measurement.stable_value is not None
+        ):
+            return measurement.stable_value, measurement.at
+    return None
 
 
 # --- the result -----------------------------------------------------------------------
