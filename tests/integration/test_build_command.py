@@ -278,3 +278,19 @@ def test_oci_source_and_runnable_image(
     tampered = body.replace(source_digest.removeprefix("sha256:"), "1" * 64, 1)
     code, result, _ = run_build(tampered, tmp_path, auth_file(tmp_path, registry), "--verify-only")
     assert (code, result.reason) == (2, "SourceDigestMismatch")
+
+
+def test_a_source_that_is_not_onnx_fails_permanently(
+    registry: RegistryAccess, tmp_path: Path
+) -> None:
+    garbage = tmp_path / "model.onnx"
+    garbage.write_bytes(b"this is not a protobuf" * 10)
+    body = request(
+        registry,
+        garbage.as_uri(),
+        hashlib.sha256(garbage.read_bytes()).hexdigest(),
+        repository=f"models/minilm-f-{RUN}",
+    )
+    code, result, _ = run_build(body, tmp_path, auth_file(tmp_path, registry))
+    assert (code, result.phase, result.reason) == (2, "Failed", "InvalidSource")
+    assert "is not a loadable ONNX model" in result.message

@@ -191,6 +191,7 @@ def build_onnx_variant(
 ) -> VariantOutcome:
     from slmops.optimize.onnx_quantize import (  # onnxruntime loads only when needed
         OnnxRecipeError,
+        check_model,
         evaluate_onnx,
         optimize_onnx,
         parameter_count,
@@ -200,6 +201,14 @@ def build_onnx_variant(
 
     recipe = variant.optimize
     model_file = _onnx_model_file(source.path)
+    try:
+        check_model(model_file)
+    except Exception as exc:
+        raise BuildStoppedError(
+            Reason.INVALID_SOURCE,
+            f"source {request.source.uri} is not a loadable ONNX model: "
+            f"{type(exc).__name__}: {str(exc)[:300]}",
+        ) from exc
     out_dir = work_dir / "variant"
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -417,7 +426,17 @@ def run_build(
             source_sha256=request.source.sha256,
             finished_at=_now(),
         )
-    except RegistryError as exc:
+    except Exception as exc:
+        if not isinstance(exc, RegistryError):
+            # Unexpected: still a result the controller can read, and the trace in the log.
+            log.exception("build crashed")
+            return BuildResult(
+                **base,
+                phase="Failed",
+                reason=Reason.BUILD_FAILED,
+                message=f"build crashed: {type(exc).__name__}: {str(exc)[:500]}",
+                finished_at=_now(),
+            )
         stopped = _registry_failure(exc)
         return BuildResult(
             **base,

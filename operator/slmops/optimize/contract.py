@@ -37,6 +37,7 @@ class Reason:
     BUDGET_EXCEEDED = "BudgetExceeded"
     ALREADY_BUILT = "AlreadyBuilt"
     INVALID_REQUEST = "InvalidRequest"
+    INVALID_SOURCE = "InvalidSource"
     UNSUPPORTED_RECIPE = "UnsupportedRecipe"
     BUILD_FAILED = "BuildFailed"
 
@@ -47,7 +48,7 @@ class ExitCode:
     0: a decision was reached (Verified, Qualified, Rejected, or already built).
     1: a failure that may pass on retry (registry or source unreachable, a crash).
     2: a failure that a retry cannot fix (digest mismatch, refused credentials, invalid
-       request, unsupported recipe): the controller should not retry the Job.
+       request, a source that is not a model, unsupported recipe): do not retry the Job.
     """
 
     DECIDED = 0
@@ -60,6 +61,7 @@ PERMANENT_REASONS = frozenset(
         Reason.SOURCE_DIGEST_MISMATCH,
         Reason.REGISTRY_AUTH_FAILED,
         Reason.INVALID_REQUEST,
+        Reason.INVALID_SOURCE,
         Reason.UNSUPPORTED_RECIPE,
     }
 )

@@ -88,6 +88,12 @@ def _initializers(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
                 yield from attribute.g.initializer
 
 
+def check_model(model_path: Path) -> None:
+    """Raise unless `model_path` is an ONNX model onnxruntime can load."""
+    onnx.checker.check_model(str(model_path))
+    ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+
+
 def parameter_count(model_path: Path) -> int:
     """Elements in the model's initializers (its weights)."""
     model = onnx.load(str(model_path), load_external_data=False)
