@@ -72,6 +72,20 @@ def test_infer_json_and_binary(client, plain_model, binary_in, binary_out):
     assert response["id"] == "req-7"
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests_and_answers(client, plain_model, algorithm):
+    x = np.random.default_rng(2).standard_normal((2, 16)).astype(np.float32)
+    tensor = triton_http.InferInput("INPUT0", [2, 16], "FP32")
+    tensor.set_data_from_numpy(x)
+    result = client.infer(
+        PLAIN_MODEL_NAME,
+        [tensor],
+        request_compression_algorithm=algorithm,
+        response_compression_algorithm=algorithm,
+    )
+    np.testing.assert_allclose(result.as_numpy("OUTPUT0"), _expected(plain_model, x), rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("shape", "datatype", "name"),
     [

@@ -83,6 +83,7 @@ class BodyTooLargeError(Exception):
 class _Outcome:
     """How one request ended, for metrics."""
 
+    arrived: float = 0.0
     code: int = 200
     error_reason: str | None = None
     triton_failure: str | None = None
@@ -132,7 +133,7 @@ class ModelServer:
     def _build_app(self) -> web.Application:
         # aiohttp's own size limit answers 413; ours answers 400 as the protocol asks, so
         # the app-level limit is off and the body is read by _read_body.
-        app = web.Application(client_max_size=0, middlewares=[self._track_requests])
+        app = web.Application(client_max_size=0)
         m = "/v2/models/{model}"
         v = "/v2/models/{model}/versions/{version}"
         app.router.add_get("/v2/health/live", self.live)
@@ -147,20 +148,11 @@ class ModelServer:
             app.router.add_post(prefix + "/generate_stream", self.generate_stream)
         return app
 
-    @web.middleware
-    async def _track_requests(
-        self,
-        request: web.Request,
-        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-    ) -> web.StreamResponse:
+    def _begin(self) -> float:
+        """A model request starts: drain waits for it. Returns its arrival time."""
         self._active_requests += 1
         self._idle.clear()
-        try:
-            return await handler(request)
-        finally:
-            self._active_requests -= 1
-            if self._active_requests == 0:
-                self._idle.set()
+        return time.perf_counter()
 
     def load(self) -> None:
         """Resolve (maybe download), load and warm up the model; runs in a thread."""
@@ -298,8 +290,8 @@ class ModelServer:
     # --- infer --------------------------------------------------------------------------
 
     async def infer(self, request: web.Request) -> web.StreamResponse:
-        arrived = time.perf_counter()
-        outcome = _Outcome()
+        arrived = self._begin()
+        outcome = _Outcome(arrived=arrived)
         try:
             response = await self._infer(request, outcome)
         except asyncio.CancelledError:
@@ -352,9 +344,12 @@ class ModelServer:
                 started = time.perf_counter()
                 loop = asyncio.get_running_loop()
                 try:
-                    outputs = await loop.run_in_executor(
-                        self._executor, model.run, infer_request.inputs
-                    )
+                    if model.runs_inline(infer_request.inputs):
+                        outputs = model.run(infer_request.inputs)
+                    else:
+                        outputs = await loop.run_in_executor(
+                            self._executor, model.run, infer_request.inputs
+                        )
                 except Exception as error:  # the model itself failed on valid input
                     log.exception("inference failed")
                     outcome.code, outcome.error_reason = 500, "model_error"
@@ -421,6 +416,10 @@ class ModelServer:
         return response
 
     def _record(self, endpoint: str, arrived: float, outcome: _Outcome) -> None:
+        """A model request ends (any way): metrics, and maybe the end of a drain."""
+        self._active_requests -= 1
+        if self._active_requests == 0:
+            self._idle.set()
         elapsed = time.perf_counter() - arrived
         self.metrics.observe_request(endpoint, outcome.code, elapsed)
         if outcome.error_reason is None:
@@ -473,7 +472,7 @@ class ModelServer:
         cancelled (the client went away), the generator is told to stop after its current
         token, and the slot is held until it has, so a burst of abandoned requests cannot
         pile up threads behind the limit."""
-        arrived = time.perf_counter()
+        arrived = outcome.arrived
         async with self.admission.slot() as queue_s:
             outcome.queue_s = queue_s
             loop = asyncio.get_running_loop()
@@ -525,8 +524,8 @@ class ModelServer:
         return result
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
-        arrived = time.perf_counter()
-        outcome = _Outcome()
+        arrived = self._begin()
+        outcome = _Outcome(arrived=arrived)
         try:
             parsed = await self._parse_generate(request, outcome)
             if isinstance(parsed, web.Response):
@@ -558,8 +557,8 @@ class ModelServer:
         """Server-sent events, one per piece of text, then a last one with the finish reason.
         Errors found before the stream starts are plain 400/503 answers; after it started,
         an error becomes an event `{"error": ...}` (the status line is already sent)."""
-        arrived = time.perf_counter()
-        outcome = _Outcome()
+        arrived = self._begin()
+        outcome = _Outcome(arrived=arrived)
         try:
             parsed = await self._parse_generate(request, outcome)
             if isinstance(parsed, web.Response):
