@@ -127,3 +127,66 @@ def test_unsupported_recipes_fail_clearly(minilm_onnx: Path, tmp_path: Path) -> 
             tmp_path / "pruned",
             recipe(precision="int8", pruning={"method": "unstructured", "sparsity": 0.5}),
         )
+
+
+def tiny_language_model(path: Path, *, tied: bool) -> Path:
+    """ids -> Gather(embedding) -> MatMul(W) -> MatMul(head): with `tied`, the head is the
+    embedding transposed (one initializer feeding Gather and MatMul), as in GPT-2 or Llama
+    with tie_word_embeddings."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    vocab, hidden = 256, 64
+    embedding = rng.standard_normal((vocab, hidden)).astype(np.float32)
+    initializers = [
+        numpy_helper.from_array(embedding, "embedding"),
+        numpy_helper.from_array(rng.standard_normal((hidden, hidden)).astype(np.float32), "w"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["embedding", "ids"], ["h0"]),
+        helper.make_node("MatMul", ["h0", "w"], ["h1"]),
+    ]
+    if tied:
+        nodes.append(helper.make_node("Transpose", ["embedding"], ["head"], perm=[1, 0]))
+    else:
+        head = rng.standard_normal((hidden, vocab)).astype(np.float32)
+        initializers.append(numpy_helper.from_array(head, "head"))
+    nodes.append(helper.make_node("MatMul", ["h1", "head"], ["logits"]))
+    graph = helper.make_graph(
+        nodes,
+        "tiny-lm",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence", vocab])],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    return path
+
+
+def test_tied_embedding_keeps_its_gather_in_fp32(tmp_path: Path) -> None:
+    tied = tiny_language_model(tmp_path / "tied.onnx", tied=True)
+    untied = tiny_language_model(tmp_path / "untied.onnx", tied=False)
+    assert tied_embeddings(onnx.load(str(tied))) == {"embedding"}
+    assert tied_embeddings(onnx.load(str(untied))) == set()
+    int8 = recipe(precision="int8", graphOptimizationLevel="disabled")
+    tied_out = optimize_onnx(tied, tmp_path / "tied-int8", int8)
+    untied_out = optimize_onnx(untied, tmp_path / "untied-int8", int8)
+
+    def gather_table(path: Path) -> str:
+        (gather,) = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Gather"]
+        return str(gather.input[0])
+
+    # Untied: the embedding table is quantized too (dequantized after the lookup) ...
+    assert gather_table(untied_out) == "embedding_quantized"
+    # ... tied: only the matmuls are; the lookup reads the fp32 table.
+    assert gather_table(tied_out) == "embedding"
+    # The hidden matmul is quantized; the head's weight is a Transpose output, not an
+    # initializer, so the quantizer leaves it in fp32.
+    assert op_counts(tied_out)["MatMulInteger"] == 1
+    samples = sample_inputs(tied, 2, sequence=8)
+    assert (
+        evaluate_onnx(tied, tmp_path / "tied-int8" / "model.onnx", samples, repeats=1).mean_cosine
+        > 0.98
+    )
