@@ -571,3 +571,18 @@ def test_without_any_stable_baseline_a_relative_check_has_no_data() -> None:
     run.model_revision = "r2"
     run.run_until(lambda r: r.status.phase == "Paused")
     assert "stable revision's query returned no data" in run.status.measurements[-1].message
+
+
+def test_a_stable_revision_missing_from_the_model_holds_every_node_as_it_is() -> None:
+    run = settled()
+    run.model_revision = "r2"
+    run.run_until(lambda r: bool(nodes_on(r, "r2")))
+    serving = {n: s.revision for n, s in run.serving.items()}
+    run.revisions = ("r2", "r3")  # r1 fell out of the model's status.revisions
+    decision = run.step()
+    assert dict(decision.desired) == serving
+    assert condition(run, "Stalled") == ("True", "RevisionUnavailable")
+    assert "revision r1 is not among the revisions" in run.status.message
+    run.revisions = ("r1", "r2", "r3")
+    run.run_until(lambda r: r.status.phase == "Healthy")
+    assert run.status.stable_revision == "r2"

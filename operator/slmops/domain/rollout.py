@@ -207,6 +207,7 @@ class _Draft:
     requeue: list[float] = field(default_factory=list)
     measure_now: bool = False
     invalid: str | None = None
+    invalid_reason: str = "InvalidSpec"
     deadline_exceeded: bool = False
 
     def event(self, kind: str, reason: str, message: str) -> None:
@@ -242,7 +243,21 @@ def decide(world: World) -> Decision:
         validate_spec(world.spec)
     except InvalidSpecError as error:
         draft.invalid = str(error)
+    missing = [r for r in (draft.stable, draft.canary) if r and r not in world.offers]
+    if draft.invalid is None and missing and draft.phase != "RolledBack":
+        # Without its variants a revision cannot be placed; deciding anyway would take the
+        # servers off every node. Hold what runs until the model lists the revision again.
+        draft.invalid_reason = "RevisionUnavailable"
+        draft.invalid = (
+            f"revision {', '.join(missing)} is not among the revisions of SLMModel"
+            f" {world.spec.model.name} (its status.revisions keeps the latest 20); every node"
+            " keeps what it serves until it is, or until spec.model.revision pins one that is"
+        )
     if draft.invalid is None:
+        held = cond.find(world.status.conditions, "Stalled")
+        if held is not None and held.reason in ("InvalidSpec", "RevisionUnavailable"):
+            draft.message = "resumed: the spec and revisions are usable again"
+            draft.event("Normal", "Resumed", draft.message)
         _observe_nodes(draft)
         _apply_action(draft)
         _follow_target(draft)
@@ -1111,22 +1126,46 @@ def _assigned(draft: _Draft) -> list[NodeAssignment]:
 def _desired(draft: _Draft) -> tuple[dict[str, str], dict[str, str]]:
     desired: dict[str, str] = {}
     variants: dict[str, str] = {}
+    if draft.invalid is not None:
+        return _frozen(draft)
     for name, node in draft.nodes.items():
         on_canary = draft.canary is not None and node.state in _TOUCHED
-        if draft.invalid is None and on_canary and node.state != "RolledBack":
+        if on_canary:
             placement = draft.canary_placement.get(name)
             if placement is not None and placement.variant is not None and draft.canary:
-                desired[name], variants[name] = draft.canary, placement.variant
-                continue
-        if draft.invalid is not None and on_canary and draft.canary is not None:
-            # An invalid spec freezes the fleet as it is; it must not undo a wave.
-            placement = draft.canary_placement.get(name)
-            if placement is not None and placement.variant is not None:
                 desired[name], variants[name] = draft.canary, placement.variant
                 continue
         stable = draft.stable_placement.get(name)
         if draft.stable is not None and stable is not None and stable.variant is not None:
             desired[name], variants[name] = draft.stable, stable.variant
+    return desired, variants
+
+
+def _frozen(draft: _Draft) -> tuple[dict[str, str], dict[str, str]]:
+    """What each node serves now: a rollout that cannot decide must not undo anything.
+
+    A node whose pod is not known (yet) keeps what its state in the status says.
+    """
+    previous = {n.node: n for n in draft.world.status.nodes}
+    desired: dict[str, str] = {}
+    variants: dict[str, str] = {}
+    for name, node in draft.nodes.items():
+        serving = draft.world.node_revision.get(name)
+        if serving is not None and serving.revision in (draft.stable, draft.canary):
+            revision = serving.revision
+        elif node.state in _TOUCHED:
+            revision = draft.canary
+        else:
+            revision = draft.stable
+        if revision is None:
+            continue
+        placements = draft.canary_placement if revision == draft.canary else draft.stable_placement
+        placement = placements.get(name)
+        variant = placement.variant if placement is not None else None
+        if variant is None and name in previous:
+            variant = previous[name].variant
+        if variant is not None:
+            desired[name], variants[name] = revision, variant
     return desired, variants
 
 
@@ -1149,10 +1188,11 @@ def _conditions(draft: _Draft) -> list[Condition]:
 
     message = draft.message
     if draft.invalid is not None:
-        put("Ready", "False", "InvalidSpec", draft.invalid)
-        put("Reconciling", "False", "InvalidSpec", "Nothing moves until the spec is fixed.")
-        put("Stalled", "True", "InvalidSpec", draft.invalid)
-        put("Progressing", "False", "InvalidSpec", draft.invalid)
+        reason = draft.invalid_reason
+        put("Ready", "False", reason, draft.invalid)
+        put("Reconciling", "False", reason, "Nothing moves until this is fixed.")
+        put("Stalled", "True", reason, draft.invalid)
+        put("Progressing", "False", reason, draft.invalid)
         return conditions
     phase = draft.phase
     put(
