@@ -19,7 +19,6 @@ What each precision means here, and why (measured on a 2-core x86 with VNNI):
 
 from __future__ import annotations
 
-import os
 import statistics
 import tempfile
 import time
@@ -367,10 +366,8 @@ class OnnxEvaluation:
 
 
 def _session(model_path: Path, provider: str) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    # Threads as the serving side uses them; 2-core edge boxes are the norm.
-    options.intra_op_num_threads = int(os.environ.get("SLMOPS_EVAL_THREADS", "0"))
-    return ort.InferenceSession(str(model_path), options, providers=[provider])
+    # Default threading (all cores), as the model server runs it.
+    return ort.InferenceSession(str(model_path), providers=[provider])
 
 
 def _cosine(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> float:
