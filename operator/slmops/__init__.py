@@ -1,3 +1,3 @@
-"""slmops: build small language model variants per hardware class and roll them out to edge fleets."""
+"""slmops: small language models, built per hardware class, rolled out to edge fleets."""
 
 __version__ = "0.1.0"

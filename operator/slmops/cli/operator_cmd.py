@@ -19,10 +19,36 @@ import click
     show_default=True,
     help="Liveness endpoint URL (kopf serves it).",
 )
+@click.option(
+    "--admission-listen",
+    envvar="SLMOPS_ADMISSION_LISTEN",
+    default="",
+    help="Serve the validating admission webhook on ADDR:PORT (TLS) and manage its "
+    "ValidatingWebhookConfiguration. Default: no webhook.",
+)
+@click.option(
+    "--admission-host",
+    envvar="SLMOPS_ADMISSION_HOST",
+    default="",
+    help="Host name or IP the apiserver uses to reach the webhook (default: the listen address).",
+)
 @click.option("--verbose", is_flag=True, help="Log what every handler does.")
-def command(namespaces: tuple[str, ...], liveness: str, verbose: bool) -> None:
+def command(
+    namespaces: tuple[str, ...],
+    liveness: str,
+    admission_listen: str,
+    admission_host: str,
+    verbose: bool,
+) -> None:
     """Run the operator against the cluster of the current kubeconfig (or in-cluster)."""
+    import os
+
     import kopf
+
+    if admission_listen:
+        # controllers/__init__ reads these at import time to register the webhook handlers.
+        os.environ["SLMOPS_ADMISSION_LISTEN"] = admission_listen
+        os.environ["SLMOPS_ADMISSION_HOST"] = admission_host
 
     import slmops.controllers  # noqa: F401  (importing registers the handlers)
 

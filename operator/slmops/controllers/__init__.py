@@ -34,4 +34,8 @@ ENABLED = _enabled()
 for _name in ENABLED:
     importlib.import_module(f"slmops.controllers.{_name}")
 
+# The admission webhook needs a TLS listener the apiserver can reach; only when asked.
+if os.environ.get("SLMOPS_ADMISSION_LISTEN"):
+    importlib.import_module("slmops.controllers.admission")
+
 __all__ = ["ENABLED", "settings"]
