@@ -1,0 +1,416 @@
+"""EdgeRollout end to end on the testbed (issue 4, "done when").
+
+Real kube-apiserver, scheduler and DaemonSet controller; simulator nodes running real
+`slmops serve` processes that pull real ModelPack artifacts from the testbed registry; real
+Prometheus scraping them; load sent with tritonclient; the operator as a real process. The
+test plays only the SLMModel controller: it writes the model's status naming artifacts it
+really pushed (so the operator runs with SLMOPS_CONTROLLERS=edgerollout).
+
+Two hardware classes (rpi5 → variant arm-int8, x86-vnni → variant x86-fp32), two nodes each.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slmops.testbed.testbed import Testbed
+from tests.e2e import rollout_support as rs
+from tests.support.operator import OperatorProcess
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+STABLE = "e2e0001stable"
+CANARY = "e2e0002canary"
+NEWER = "e2e0003newer"
+
+THREE_WAVES = [
+    {"name": "canary", "count": 1},
+    {"name": "half", "percent": 50},
+    # Every node of a variant runs the new revision in the last wave, so there is no stable
+    # traffic left to compare with: readiness gates it.
+    {"name": "rest", "percent": 100, "analysis": {"skip": True}},
+]
+
+
+@pytest.fixture(scope="module")
+def revisions(testbed: Testbed) -> dict[str, rs.Revision]:
+    return {name: rs.push_revision(testbed, name) for name in (STABLE, CANARY, NEWER)}
+
+
+@pytest.fixture(scope="module")
+def rollout_operator(
+    testbed: Testbed, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """Only the rollout controller runs while these tests do: the shared operator (all
+    controllers) is stopped for the module and started again afterwards."""
+    testbed.kubectl("apply", "-f", str(ROOT / "crds"))
+    testbed.kubectl("wait", "--for", "condition=established", "crd", "--all", "--timeout=60s")
+    operator.stop()
+    process = rs.rollout_operator(testbed, tmp_path_factory.mktemp("rollout-operator"))
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        operator.start()
+
+
+@pytest.fixture
+def cluster(
+    testbed: Testbed, kube_namespace: str, rollout_operator: OperatorProcess
+) -> Iterator[tuple[Testbed, str, OperatorProcess]]:
+    rs.create_pull_secret(testbed, kube_namespace)
+    rs.create_model(testbed, kube_namespace)
+    yield testbed, kube_namespace, rollout_operator
+    if rollout_operator.process is None or rollout_operator.process.poll() is not None:
+        rollout_operator.start()
+
+
+def _deploy_stable(
+    testbed: Testbed,
+    namespace: str,
+    revisions: dict[str, rs.Revision],
+    name: str,
+    **manifest: Any,
+) -> None:
+    """The first rollout: the stable revision everywhere at once (nothing to compare with)."""
+    rs.publish_model_status(testbed, namespace, revisions[STABLE], [])
+    rs.apply(testbed, namespace, rs.rollout_manifest(name, testbed, **manifest))
+    rs.wait_for_status(
+        testbed,
+        namespace,
+        name,
+        "the first rollout to be Healthy on the stable revision",
+        lambda s: s.get("phase") == "Healthy" and s.get("stableRevision") == STABLE,
+        timeout=90,
+    )
+    fleet = rs.fleet_nodes(testbed)
+    everyone = fleet[rs.ARM_CLASS] + fleet[rs.X86_CLASS]
+    rs.wait_for(
+        "every fleet node to serve the stable revision",
+        lambda: rs.node_revisions(testbed, namespace, name) == dict.fromkeys(everyone, STABLE),
+        timeout=60,
+        describe=lambda: rs.node_revisions(testbed, namespace, name),
+    )
+
+
+def _publish_canary(testbed: Testbed, namespace: str, revisions: dict[str, rs.Revision]) -> None:
+    rs.publish_model_status(testbed, namespace, revisions[CANARY], [revisions[STABLE]])
+
+
+def _wave_nodes(status: dict[str, Any], index: int) -> list[str]:
+    return list(status["waves"][index]["nodes"])
+
+
+def _planned(testbed: Testbed, namespace: str, name: str) -> dict[str, Any]:
+    return rs.wait_for_status(
+        testbed,
+        namespace,
+        name,
+        "the canary's waves to be planned",
+        lambda s: s.get("canaryRevision") == CANARY and len(s.get("waves") or []) == 3,
+        timeout=30,
+    )
+
+
+def _seconds_between(earlier: str, later: str) -> float:
+    parse = datetime.fromisoformat
+    return (
+        parse(later.replace("Z", "+00:00")) - parse(earlier.replace("Z", "+00:00"))
+    ).total_seconds()
+
+
+def test_a_good_revision_goes_through_three_waves_across_two_hardware_classes(
+    cluster: tuple[Testbed, str, OperatorProcess], revisions: dict[str, rs.Revision]
+) -> None:
+    testbed, namespace, _ = cluster
+    _deploy_stable(testbed, namespace, revisions, "good", waves=THREE_WAVES)
+    with rs.load_on(testbed, namespace, "good", max_seconds=180) as load:
+        _publish_canary(testbed, namespace, revisions)
+        planned = _planned(testbed, namespace, "good")
+        classes = {n["node"]: n["hardwareClass"] for n in planned["nodes"]}
+        first_two = _wave_nodes(planned, 0) + _wave_nodes(planned, 1)
+        assert {classes[n] for n in first_two} == {rs.ARM_CLASS, rs.X86_CLASS}, planned["waves"]
+        final = rs.wait_for_status(
+            testbed,
+            namespace,
+            "good",
+            "the canary to become stable",
+            lambda s: s.get("phase") == "Healthy" and s.get("stableRevision") == CANARY,
+            timeout=150,
+        )
+    assert load.sent > 0 and load.failed < load.sent
+    assert [w["phase"] for w in final["waves"]] == ["Succeeded"] * 3
+    # Waves 0 and 1 passed real analysis rounds measured on both variants.
+    measured = {
+        (m["wave"], m["variant"])
+        for m in final["measurements"]
+        if m["phase"] == "Successful" and m["metric"] == "p95-latency"
+    }
+    wave0_variants = {n["variant"] for n in final["nodes"] if n["node"] in first_two[:1]}
+    assert wave0_variants <= {v for w, v in measured if w == 0}
+    assert {v for w, v in measured if w in (0, 1)} == {rs.ARM_VARIANT, rs.X86_VARIANT}
+    assert final["waves"][0]["successful"] == 2 and final["waves"][1]["successful"] == 2
+    conditions = {c["type"]: c["status"] for c in final["conditions"]}
+    assert conditions["Ready"] == "True" and conditions["Stalled"] == "False"
+    everyone = list(classes)
+    rs.wait_for(
+        "every node to serve the new revision",
+        lambda: rs.node_revisions(testbed, namespace, "good") == dict.fromkeys(everyone, CANARY),
+        timeout=60,
+        describe=lambda: rs.node_revisions(testbed, namespace, "good"),
+    )
+    # One workload per variant is left, on the new revision: the stable ones are gone.
+    daemonsets = rs.kube_json(testbed, "-n", namespace, "get", "daemonsets")["items"]
+    assert sorted(d["metadata"]["labels"]["slmops.io/revision"] for d in daemonsets) == [
+        CANARY,
+        CANARY,
+    ]
+
+
+def test_a_slow_revision_is_caught_in_its_first_wave_and_every_touched_node_rolls_back(
+    cluster: tuple[Testbed, str, OperatorProcess],
+    revisions: dict[str, rs.Revision],
+    record_property: Any,
+) -> None:
+    testbed, namespace, _ = cluster
+    _deploy_stable(
+        testbed,
+        namespace,
+        revisions,
+        "slow",
+        waves=THREE_WAVES,
+        # A slow server serves few requests; let two of them be enough for a verdict.
+        analysis={"minSampleCount": 2, "inconclusiveLimit": 3},
+    )
+    slowed: list[str] = []
+    try:
+        with rs.load_on(testbed, namespace, "slow", max_seconds=120):
+            _publish_canary(testbed, namespace, revisions)
+            planned = _planned(testbed, namespace, "slow")
+            canary_nodes = _wave_nodes(planned, 0)
+            rs.wait_for_status(
+                testbed,
+                namespace,
+                "slow",
+                "the first wave's node to serve the canary",
+                lambda s: s["waves"][0]["phase"] in ("Analyzing", "Failed"),
+                timeout=60,
+            )
+            # The new revision is slow on this hardware: every request takes ~10x longer.
+            for node in canary_nodes:
+                testbed.simulator.slow_down(node, 10)
+                slowed.append(node)
+            rs.wait_for_status(
+                testbed,
+                namespace,
+                "slow",
+                "the abort decision",
+                lambda s: s.get("phase") == "RolledBack",
+                timeout=90,
+            )
+            # The slowness belonged to the revision, not to the node: the stable server
+            # that comes back runs at full speed.
+            for node in slowed:
+                testbed.simulator.slow_down(node, 1)
+            final = rs.wait_for_status(
+                testbed,
+                namespace,
+                "slow",
+                "every touched node back on stable",
+                lambda s: bool(s.get("rollbackCompletedAt")),
+                timeout=60,
+            )
+    finally:
+        for node in slowed:
+            testbed.simulator.slow_down(node, 1)
+    abort = final["abort"]
+    assert abort["metric"] == "p95-latency" and abort["wave"] == 0
+    assert abort["value"] > abort["stableValue"]
+    assert "slmops_request_duration_seconds_bucket" in abort["query"]
+    assert CANARY in abort["query"] and STABLE in abort["stableQuery"]
+    assert final["waves"][1]["phase"] == "Pending" and final["waves"][2]["phase"] == "Pending"
+    conditions = {c["type"]: c["status"] for c in final["conditions"]}
+    assert conditions["Stalled"] == "True" and conditions["Ready"] == "False"
+    fleet = rs.fleet_nodes(testbed)
+    everyone = fleet[rs.ARM_CLASS] + fleet[rs.X86_CLASS]
+    assert rs.node_revisions(testbed, namespace, "slow") == dict.fromkeys(everyone, STABLE)
+    failing = [m for m in final["measurements"] if m["phase"] == "Failed"]
+    breach_to_decision = _seconds_between(failing[-1]["at"], abort["at"])
+    decision_to_rollback = _seconds_between(final["decisionAt"], final["rollbackCompletedAt"])
+    record_property("breach_to_decision_seconds", breach_to_decision)
+    record_property("decision_to_rollback_complete_seconds", decision_to_rollback)
+    print(
+        f"\nbreach → decision {breach_to_decision:.0f} s, decision → rollback complete "
+        f"{decision_to_rollback:.0f} s (status timestamps, 1 s resolution)"
+    )
+
+
+def test_no_traffic_with_on_no_data_inconclusive_pauses_and_never_promotes(
+    cluster: tuple[Testbed, str, OperatorProcess], revisions: dict[str, rs.Revision]
+) -> None:
+    testbed, namespace, _ = cluster
+    _deploy_stable(
+        testbed,
+        namespace,
+        revisions,
+        "quiet",
+        waves=THREE_WAVES,
+        analysis={"onNoData": "Inconclusive", "inconclusiveLimit": 1},
+    )
+    _publish_canary(testbed, namespace, revisions)
+    paused = rs.wait_for_status(
+        testbed,
+        namespace,
+        "quiet",
+        "the rollout to pause for lack of data",
+        lambda s: s.get("phase") == "Paused",
+        timeout=60,
+    )
+    assert paused["pausedBy"] == "analysis"
+    assert paused["currentWave"] == 0
+    inconclusive = [m for m in paused["measurements"] if m["phase"] == "Inconclusive"]
+    assert len(inconclusive) >= 2, paused["measurements"]
+    # Several analysis intervals later it still has not moved.
+    time.sleep(6)
+    later = rs.status_of(testbed, namespace, "quiet")
+    assert later["phase"] == "Paused" and later["currentWave"] == 0
+    assert later["waves"][1]["phase"] == "Pending"
+    canary_nodes = set(_wave_nodes(later, 0))
+    serving = rs.node_revisions(testbed, namespace, "quiet")
+    assert {n for n, r in serving.items() if r == CANARY} <= canary_nodes
+
+
+def test_prometheus_stopped_mid_analysis_holds_the_wave_and_it_continues_after_restart(
+    cluster: tuple[Testbed, str, OperatorProcess], revisions: dict[str, rs.Revision]
+) -> None:
+    testbed, namespace, _ = cluster
+    _deploy_stable(
+        testbed,
+        namespace,
+        revisions,
+        "blind",
+        waves=THREE_WAVES,
+        # Errors never pass; a generous limit lets this test see the wave held, not aborted.
+        analysis={"consecutiveErrorLimit": 1000, "count": 3},
+    )
+    stopped = False
+    try:
+        with rs.load_on(testbed, namespace, "blind", max_seconds=200):
+            _publish_canary(testbed, namespace, revisions)
+            rs.wait_for_status(
+                testbed,
+                namespace,
+                "blind",
+                "the first wave's analysis",
+                lambda s: bool(s.get("waves")) and s["waves"][0]["phase"] == "Analyzing",
+                timeout=60,
+            )
+            testbed.stop_prometheus()
+            stopped = True
+            held = rs.wait_for_status(
+                testbed,
+                namespace,
+                "blind",
+                "errors to be recorded while Prometheus is down",
+                lambda s: s["waves"][0]["consecutiveErrors"] >= 2,
+                timeout=30,
+            )
+            assert held["currentWave"] == 0 and held["phase"] != "Healthy"
+            errors = [m for m in held["measurements"] if m["phase"] == "Error"]
+            assert errors and "unreachable" in errors[-1]["message"]
+            time.sleep(4)
+            still = rs.status_of(testbed, namespace, "blind")
+            assert still["currentWave"] == 0 and still["waves"][0]["phase"] == "Analyzing"
+            testbed.start_prometheus()
+            stopped = False
+            final = rs.wait_for_status(
+                testbed,
+                namespace,
+                "blind",
+                "the rollout to finish after Prometheus is back",
+                lambda s: s.get("phase") == "Healthy" and s.get("stableRevision") == CANARY,
+                timeout=150,
+            )
+    finally:
+        if stopped:
+            testbed.start_prometheus()
+    assert final["waves"][0]["successful"] == 3
+
+
+def test_a_node_taken_offline_mid_wave_is_skipped_after_its_timeout(
+    cluster: tuple[Testbed, str, OperatorProcess], revisions: dict[str, rs.Revision]
+) -> None:
+    testbed, namespace, _ = cluster
+    _deploy_stable(
+        testbed,
+        namespace,
+        revisions,
+        "offline",
+        waves=THREE_WAVES,
+        strategy={"nodeTimeoutSeconds": 8},
+    )
+    offline: str | None = None
+    try:
+        with rs.load_on(testbed, namespace, "offline", max_seconds=180):
+            _publish_canary(testbed, namespace, revisions)
+            planned = _planned(testbed, namespace, "offline")
+            offline = _wave_nodes(planned, 1)[0]
+            testbed.simulator.take_offline(offline)
+            final = rs.wait_for_status(
+                testbed,
+                namespace,
+                "offline",
+                "the rollout to finish without the offline node",
+                lambda s: s.get("phase") == "Healthy" and s.get("stableRevision") == CANARY,
+                timeout=150,
+            )
+    finally:
+        if offline is not None:
+            testbed.simulator.bring_online(offline)
+    assert offline in final["waves"][1]["skippedNodes"]
+    assert final["waves"][1]["phase"] == "Succeeded"
+    node = next(n for n in final["nodes"] if n["node"] == offline)
+    assert node["state"] == "Skipped" and node["reason"], node
+
+
+def test_an_operator_killed_during_a_wave_is_restarted_and_finishes_the_rollout(
+    cluster: tuple[Testbed, str, OperatorProcess], revisions: dict[str, rs.Revision]
+) -> None:
+    testbed, namespace, operator = cluster
+    _deploy_stable(testbed, namespace, revisions, "crash", waves=THREE_WAVES)
+    with rs.load_on(testbed, namespace, "crash", max_seconds=180):
+        _publish_canary(testbed, namespace, revisions)
+        before = rs.wait_for_status(
+            testbed,
+            namespace,
+            "crash",
+            "the second wave's analysis",
+            lambda s: bool(s.get("waves")) and s["waves"][1]["phase"] == "Analyzing",
+            timeout=90,
+        )
+        operator.kill()
+        time.sleep(3)
+        operator.start()
+        final = rs.wait_for_status(
+            testbed,
+            namespace,
+            "crash",
+            "the restarted operator to finish the rollout",
+            lambda s: s.get("phase") == "Healthy" and s.get("stableRevision") == CANARY,
+            timeout=150,
+        )
+    # Nothing applied twice: the waves kept their start times, and the first wave's verdict
+    # (taken before the crash) was neither lost nor counted again.
+    for index in (0, 1):
+        assert final["waves"][index]["startedAt"] == before["waves"][index]["startedAt"]
+    assert final["waves"][0]["successful"] == before["waves"][0]["successful"] == 2
+    assert final["waves"][1]["successful"] == 2
+    assert final["waves"][1]["successful"] >= before["waves"][1]["successful"]
