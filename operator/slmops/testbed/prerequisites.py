@@ -31,7 +31,15 @@ RUNTIME_COMMANDS: dict[str, str] = {
     "openssl": "openssl",
     "kubectl": "kubernetes-client",
 }
-BUILD_PACKAGES = ("golang-go", "rsync", "jq", "golang-github-modern-go-reflect2-dev")
+BUILD_PACKAGES = (
+    "golang-go",
+    "rsync",
+    "jq",
+    "golang-github-modern-go-reflect2-dev",
+    "make",
+    "gcc",
+    "git",
+)
 REFLECT2_SOURCE = Path("/usr/share/gocode/src/github.com/modern-go/reflect2")
 DEBIAN_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 DEB_SRC_SOURCES = Path("/etc/apt/sources.list.d/deb-src.sources")
