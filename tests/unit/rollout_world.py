@@ -120,6 +120,7 @@ class Run:
     action: tuple[str, str] | None = None
     offline: set[str] = field(default_factory=set)
     revisions: tuple[str, ...] = ("r1", "r2", "r3")
+    custom_offers: dict[str, list[VariantOffer]] = field(default_factory=dict)
     events: list[tuple[str, str, str]] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     measured_rounds: int = 0
@@ -131,7 +132,7 @@ class Run:
             spec=self.spec,
             status=self.status,
             model_revision=self.model_revision,
-            offers={r: offers_for(r) for r in self.revisions},
+            offers={r: self.custom_offers.get(r) or offers_for(r) for r in self.revisions},
             nodes=[replace(n, ready=n.name not in self.offline) for n in self.nodes],
             # A node that went offline has no ready pod, whatever it ran before.
             node_revision={

@@ -586,3 +586,18 @@ def test_a_stable_revision_missing_from_the_model_holds_every_node_as_it_is() ->
     run.revisions = ("r1", "r2", "r3")
     run.run_until(lambda r: r.status.phase == "Healthy")
     assert run.status.stable_revision == "r2"
+
+
+def test_a_revision_no_node_can_run_is_not_rolled_out() -> None:
+    run = settled()
+    run.revisions = ("r1", "r2", "big")
+    run.custom_offers["big"] = [replace(o, model_bytes=64 * 1024**3) for o in offers_for("big")]
+    run.model_revision = "big"
+    for _ in range(3):
+        decision = run.step()
+    assert set(decision.desired.values()) == {"r1"}
+    assert run.status.phase == "Healthy" and run.status.canary_revision is None
+    assert condition(run, "Stalled") == ("True", "NoPlacement")
+    assert "cannot run on any fleet node" in run.status.message
+    assert "allocatable" in run.status.message
+    assert run.reasons().count("NoPlacement") == 1

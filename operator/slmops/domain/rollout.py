@@ -208,6 +208,7 @@ class _Draft:
     measure_now: bool = False
     invalid: str | None = None
     invalid_reason: str = "InvalidSpec"
+    blocked: str | None = None
     deadline_exceeded: bool = False
 
     def event(self, kind: str, reason: str, message: str) -> None:
@@ -521,6 +522,8 @@ def _follow_target(draft: _Draft) -> None:
             )
             draft.requeue.append(WAITING_POLL_SECONDS)
         return
+    if target not in (draft.stable, draft.canary) and not _placeable(draft, target):
+        return
     if draft.canary is None and draft.stable is None:
         _start_first(draft, target)
     elif draft.canary is None and draft.stable != target:
@@ -538,6 +541,28 @@ def _follow_target(draft: _Draft) -> None:
                 f"revision {target} supersedes {draft.canary}: nodes on {draft.canary} return"
                 f" to {draft.stable}, {target} starts from the first wave",
             )
+
+
+def _placeable(draft: _Draft, revision: str) -> bool:
+    """Whether the revision can run anywhere; if not, say why and start nothing.
+
+    A revision that places no node would take every server off the fleet when it became
+    stable (say, every variant was Rejected), so it waits for a person instead.
+    """
+    world = draft.world
+    placements = place(world.nodes, world.spec.fleet.selector, world.offers[revision])
+    if any(p.variant is not None for p in placements):
+        return True
+    reasons = sorted({p.reason for p in placements}) or ["no node matches spec.fleet.selector"]
+    draft.blocked = f"revision {revision} cannot run on any fleet node: {'; '.join(reasons[:3])}"
+    if draft.stable is None and draft.canary is None:
+        draft.phase = "Pending"
+        draft.message = draft.blocked
+    previous = cond.find(world.status.conditions, "Stalled")
+    if previous is None or previous.reason != "NoPlacement":
+        draft.event("Warning", "NoPlacement", draft.blocked)
+    draft.requeue.append(WAITING_POLL_SECONDS)
+    return False
 
 
 def _reset_nodes(draft: _Draft) -> None:
@@ -622,7 +647,7 @@ def _advance(draft: _Draft) -> None:
     if draft.canary is None:
         if draft.stable is not None and draft.phase != "Pending":
             draft.phase = "Healthy"
-            draft.message = f"all assigned nodes serve revision {draft.stable}"
+            draft.message = draft.blocked or f"all assigned nodes serve revision {draft.stable}"
         return
     if not draft.in_flight:
         return
@@ -1214,6 +1239,8 @@ def _conditions(draft: _Draft) -> list[Condition]:
         put("Stalled", "True", "RolledBack", message)
     elif phase == "Degraded":
         put("Stalled", "True", "RolloutAborted", message)
+    elif draft.blocked is not None:
+        put("Stalled", "True", "NoPlacement", draft.blocked)
     else:
         put("Stalled", "False", "Progressing" if draft.in_flight else "Settled", "")
     if phase == "Healthy":
