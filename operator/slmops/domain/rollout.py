@@ -675,7 +675,7 @@ def _wait_in_pause(draft: _Draft) -> None:
     wave = draft.wave()
     if draft.paused_by != "wave" or wave is None:
         return
-    wave_spec = draft.world.spec.strategy.waves[wave.index]
+    wave_spec = _wave_spec(draft, wave.index)
     duration = wave_spec.pause.duration_seconds if wave_spec.pause else None
     if duration is None:
         return
