@@ -83,6 +83,8 @@ def command(
 ) -> None:
     """Build, evaluate and push one model variant; print the BuildResult JSON."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # One line per HTTP request (with upload URLs) drowns the build's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     termination_path = termination_message_path or _default_termination_path()
     if request_json is not None and request_file is None:
         text = request_json
