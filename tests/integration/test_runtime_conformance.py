@@ -154,6 +154,7 @@ def test_our_triton_metrics_have_tritons_names_and_labels(plain_server, triton_s
         "nv_inference_request_duration_us",
         "nv_inference_queue_duration_us",
         "nv_inference_compute_infer_duration_us",
+        "nv_inference_pending_request_count",
     }
     assert required <= set(theirs), f"real Triton no longer exposes {required - set(theirs)}"
     for name in required:

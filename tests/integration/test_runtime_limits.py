@@ -252,3 +252,36 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(text_model_fp32, serv
         assert [r.status_code for r in results] == [200]
         assert results[0].json()["generated_tokens"] >= 1
         assert "draining in-flight requests" in server.log()
+
+
+def test_live_at_once_ready_only_after_warm_up(text_model_fp32, serve_logs):
+    """Slowed down, the warm-up takes seconds: meanwhile the process is live, not ready, and
+    refuses model requests with 503 instead of queueing them."""
+    with slmops_serve(
+        text_model_fp32,
+        serve_logs,
+        model_name=TEXT_MODEL_NAME,
+        env={"SLMOPS_SIM_SLOWDOWN": "1000"},
+        wait_ready=False,
+    ) as server:
+
+        def live() -> bool:
+            try:
+                return httpx.get(f"{server.base}/v2/health/live").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        _wait_for(live, "the listener", timeout_s=60)
+        assert httpx.get(f"{server.base}/v2/health/ready").status_code == 503
+        early = httpx.post(
+            f"{server.base}/v2/models/{TEXT_MODEL_NAME}/generate",
+            json={"text_input": PROMPT, "max_tokens": 1},
+        )
+        assert early.status_code == 503
+        assert "not ready" in early.json()["error"]
+        _wait_for(
+            lambda: httpx.get(f"{server.base}/v2/health/ready").status_code == 200,
+            "readiness after warm-up",
+            timeout_s=120,
+        )
+        assert "ready: model" in server.log()

@@ -76,3 +76,22 @@ def fixture_text_server(
         extra_args=["--max-concurrency", "2", "--max-queue", "4"],
     ) as server:
         yield server
+
+
+DEMO_MODEL_NAME = "demo"
+
+
+@pytest.fixture(scope="session", params=["fp32", "int8"], name="demo_server")
+def fixture_demo_server(
+    request: pytest.FixtureRequest, serve_logs: Path
+) -> Iterator[RunningServer]:
+    """`slmops serve` on the project's demo model (trained on first use, then cached)."""
+    from tests.serving.tiny_models import demo_genai_model
+
+    with slmops_serve(
+        demo_genai_model(request.param),
+        serve_logs,
+        model_name=DEMO_MODEL_NAME,
+        env={"SLMOPS_VARIANT": request.param},
+    ) as server:
+        yield server

@@ -193,3 +193,20 @@ def plain_onnx_model(features: int = 16) -> Path:
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def demo_genai_model(precision: str) -> Path:
+    """The project's demo model (trained once per machine and cached by the optimize
+    package), exported by onnxruntime-genai's builder at `precision`, cached beside the test
+    models under its version key."""
+    from slmops.optimize.demo_model import DEMO_VERSION_KEY, ensure_demo_model
+    from slmops.optimize.genai_export import GenaiExportOptions, export_with_genai_builder
+
+    target = CACHE_ROOT / f"demo-{DEMO_VERSION_KEY}-{precision}"
+    if (target / "genai_config.json").is_file():
+        return target
+    checkpoint = ensure_demo_model()
+    with _locked(f"demo-{precision}"):
+        if not (target / "genai_config.json").is_file():
+            export_with_genai_builder(checkpoint, target, GenaiExportOptions(precision=precision))
+    return target

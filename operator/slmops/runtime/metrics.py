@@ -94,10 +94,14 @@ class TritonCounters:
     def _add(self, name: str, amount: float) -> None:
         self._values[(name, "")] += amount
 
-    def render(self) -> str:
+    def render(self, pending_requests: int = 0) -> str:
         with self._lock:
             values = dict(self._values)
-        lines = []
+        lines = [
+            "# HELP nv_inference_pending_request_count Instantaneous number of pending requests "
+            "awaiting execution per-model.\n# TYPE nv_inference_pending_request_count gauge\n"
+            f"nv_inference_pending_request_count{{{self._labels}}} {pending_requests}\n"
+        ]
         for name, help_text in _TRITON_COUNTERS.items():
             lines.append(f"# HELP {name} {help_text}\n# TYPE {name} counter\n")
             for (series, reason), value in values.items():
@@ -235,5 +239,5 @@ class ServerMetrics:
         for earlier, later in itertools.pairwise(token_times):
             inter_token.observe(later - earlier)
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry) + self.triton.render().encode()
+    def render(self, pending_requests: int = 0) -> bytes:
+        return generate_latest(self.registry) + self.triton.render(pending_requests).encode()

@@ -216,7 +216,10 @@ class ModelServer:
         base = self.metrics.base_labels
         self.metrics.inflight.labels(*base).set(self.admission.running)
         self.metrics.queued.labels(*base).set(self.admission.waiting)
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        return web.Response(
+            body=self.metrics.render(pending_requests=self.admission.waiting),
+            headers={"Content-Type": CONTENT_TYPE},
+        )
 
     def _check_model(self, request: web.Request) -> ServedModel | web.Response:
         name = request.match_info["model"]
