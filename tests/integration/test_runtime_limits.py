@@ -165,6 +165,25 @@ def test_overload_is_refused_fast_with_503(slow_text_server):
     assert httpx.post(url, json=body, timeout=60).status_code == 200
 
 
+def test_health_and_metrics_answer_while_a_generation_runs(slow_text_server):
+    """The model runs in a worker thread: while a (slowed) generation streams, the event
+    loop answers health checks, and /metrics itself reports the generation as running."""
+    with httpx.stream(
+        "POST",
+        f"{slow_text_server.base}/v2/models/{TEXT_MODEL_NAME}/generate_stream",
+        json={"text_input": PROMPT, "max_tokens": 40, "temperature": 0},
+        timeout=60,
+    ) as response:
+        lines = (line for line in response.iter_lines() if line.startswith("data: "))
+        next(lines)
+        ready = httpx.get(f"{slow_text_server.base}/v2/health/ready").status_code
+        running = _metric(slow_text_server, "slmops_inflight_requests")
+        rest = [json.loads(line.removeprefix("data: ")) for line in lines]
+    assert ready == 200
+    assert running == 1, "the generation was not running while /metrics answered"
+    assert rest[-1]["finish_reason"] in ("stop", "length")
+
+
 def test_client_disconnect_cancels_a_stream(slow_text_server):
     tokens_before = _metric(slow_text_server, "slmops_generated_tokens")
     with httpx.stream(

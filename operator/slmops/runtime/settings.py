@@ -53,6 +53,8 @@ class ServeSettings:
             raise SettingsError(f"--max-queue must be >= 0, got {self.max_queue}")
         if self.max_body_bytes < 1024:
             raise SettingsError(f"--max-body-bytes must be >= 1024, got {self.max_body_bytes}")
+        if self.drain_timeout_s < 0:
+            raise SettingsError(f"--drain-timeout must be >= 0, got {self.drain_timeout_s}")
         if self.sim_slowdown < 1.0:
             raise SettingsError(f"{SIM_SLOWDOWN_ENV} must be >= 1, got {self.sim_slowdown}")
         if not self.model_name or "/" in self.model_name:
