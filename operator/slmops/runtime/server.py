@@ -586,8 +586,21 @@ class ModelServer:
 
             async def forward() -> None:
                 try:
-                    while (text := await pieces.get()) is not None:
-                        await stream.write(_sse(self._generate_document(text, None)))
+                    finished = False
+                    while not finished:
+                        batch = [await pieces.get()]
+                        # When the client reads slower than tokens come, send what piled
+                        # up in one write instead of one write per token.
+                        while not pieces.empty():
+                            batch.append(pieces.get_nowait())
+                        finished = batch[-1] is None
+                        events = [
+                            _sse(self._generate_document(text, None))
+                            for text in batch
+                            if text is not None
+                        ]
+                        if events:
+                            await stream.write(b"".join(events))
                 except ConnectionError:
                     cancelled.set()  # the client left: stop generating for it
                     raise
