@@ -101,7 +101,7 @@ def _post(connection: http.client.HTTPConnection, path: str, body: bytes, header
         (b"{this is not json", {}, "not valid JSON"),
         (b"\xff\xfe\x00garbage", {}, "not valid JSON"),
         (json.dumps({"inputs": "nope"}).encode(), {}, "inputs"),
-        (_good_infer_body(), {"Inference-Header-Content-Length": "abc"}, "invalid literal"),
+        (_good_infer_body(), {"Inference-Header-Content-Length": "abc"}, "non-negative integer"),
         (_good_infer_body(), {"Inference-Header-Content-Length": "99999"}, "does not fit"),
         (b"x" * (BODY_LIMIT + 1), {}, "exceeds the limit"),
     ],

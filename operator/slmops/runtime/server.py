@@ -326,10 +326,7 @@ class ModelServer:
         if self.draining:
             return self._overloaded(outcome, "server is shutting down", draining=True)
         try:
-            header_length = request.headers.get(_HEADER_LENGTH)
-            infer_request = decode_infer_request(
-                body, int(header_length) if header_length is not None else None
-            )
+            infer_request = decode_infer_request(body, _json_header_length(request))
             if isinstance(model, TextGenerationModel):
                 return await self._infer_text(request, model, infer_request, outcome)
             assert isinstance(model, OnnxInferenceModel)
@@ -652,6 +649,15 @@ class ModelServer:
             raise
         finally:
             self._record("generate_stream", arrived, outcome)
+
+
+def _json_header_length(request: web.Request) -> int | None:
+    raw = request.headers.get(_HEADER_LENGTH)
+    if raw is None:
+        return None
+    if not raw.strip().isdigit():
+        raise ProtocolError(f"{_HEADER_LENGTH} must be a non-negative integer, got {raw!r}")
+    return int(raw)
 
 
 def _sse(document: dict[str, Any]) -> bytes:
