@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -138,12 +139,17 @@ def create_namespaces(testbed: Testbed, *names: str) -> None:
         testbed.kubectl("create", "namespace", name)
 
 
-def install(testbed: Testbed, tmp_dir: Path, values: dict[str, object]) -> Release:
+def install(
+    testbed: Testbed, tmp_dir: Path, values: dict[str, Any], *, schedulable: bool = False
+) -> Release:
     suffix = uuid.uuid4().hex[:6]
     # A release name containing the chart name is the full name: slmops-<suffix>.
     release = Release(name=f"slmops-{suffix}", namespace=f"slmops-{suffix}-system")
     values_file = tmp_dir / f"values-{suffix}.yaml"
-    values_file.write_text(yaml.safe_dump({**UNSCHEDULABLE, **values}))
+    if not schedulable:
+        operator = {**values.get("operator", {}), **UNSCHEDULABLE["operator"]}
+        values = {**values, "operator": operator}
+    values_file.write_text(yaml.safe_dump(values))
     helm(
         testbed,
         "install",
@@ -458,4 +464,75 @@ def test_real_operator_with_the_charts_service_account_reconciles_the_samples(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, 9)
             process.wait()
+        uninstall(testbed, release, watched)
+
+
+def test_the_charts_operator_pod_starts_serves_probes_and_metrics_and_reconciles(
+    testbed: Testbed, tmp_path: Path
+) -> None:
+    # The simulator runs pods of the slmops-operator image as real processes (with the
+    # testbed's admin kubeconfig, so RBAC is the other tests' business): this checks the
+    # Deployment itself — command, args, env, probes, metrics port — by letting it run.
+    # Namespaced, so it handles only its own namespace; free ports, because simulated pods
+    # share the machine's network.
+    watched = f"team-pod-{uuid.uuid4().hex[:6]}"
+    create_namespaces(testbed, watched)
+    health_port, metrics_port = free_port(), free_port()
+    release = install(
+        testbed,
+        tmp_path,
+        {
+            "watchNamespaces": [watched],
+            "operator": {"healthPort": health_port, "metricsPort": metrics_port},
+        },
+        schedulable=True,
+    )
+    try:
+
+        def ready_pod() -> dict[str, Any] | None:
+            pods = yaml.safe_load(
+                testbed.kubectl(
+                    "-n",
+                    release.namespace,
+                    "get",
+                    "pods",
+                    "-o",
+                    "yaml",
+                    "-l",
+                    "app.kubernetes.io/component=operator",
+                ).stdout
+            )["items"]
+            for pod in pods:
+                conditions = pod.get("status", {}).get("conditions", [])
+                if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                    return dict(pod)
+            return None
+
+        wait_for(
+            "the operator pod to be Ready (readiness probe on /healthz)",
+            lambda: bool(ready_pod()),
+            90,
+        )
+        pod = ready_pod()
+        assert pod is not None
+        pod_ip = pod["status"]["podIP"]
+        metrics = httpx.get(f"http://{pod_ip}:{metrics_port}/metrics", timeout=5).text
+        assert "slmops_rollout_decisions_total" in metrics
+
+        samples = PATHS.root / "manifests" / "samples"
+        testbed.kubectl("-n", watched, "apply", "-f", str(samples / "edgerollout-demo.yaml"))
+        log_path = (
+            testbed.pod_logs_dir / f"{release.namespace}_{pod['metadata']['name']}_operator.log"
+        )
+
+        def handled() -> bool:
+            log = log_path.read_text(errors="replace") if log_path.exists() else ""
+            return any("kopf.objects" in line and "succeeded" in line for line in log.splitlines())
+
+        wait_for("the pod's operator to handle the sample rollout", handled, 60)
+        wait_for(
+            "the rollout's status",
+            lambda: observed_generation(testbed, watched, "edgerollout/demo") == 1,
+        )
+    finally:
         uninstall(testbed, release, watched)
