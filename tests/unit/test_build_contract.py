@@ -93,3 +93,20 @@ def test_onnx_budgets() -> None:
     generative = {v.name: v for v in onnx_budgets(spec, "text-generation", measured)}
     assert not generative["minNextTokenAgreement"].passed
     assert onnx_budgets(EvaluationSpec(), "feature-extraction", measured) == []
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("runtime/slmops:1.0", "127.0.0.1:5000/runtime/slmops:1.0"),
+        ("runtime@sha256:" + "c" * 64, "127.0.0.1:5000/runtime@sha256:" + "c" * 64),
+        ("127.0.0.1:5000/runtime/slmops:1.0", "127.0.0.1:5000/runtime/slmops:1.0"),
+        ("registry.example.com/runtime:1", "registry.example.com/runtime:1"),
+    ],
+)
+def test_runtime_base_image_defaults_to_the_model_registry(base: str, expected: str) -> None:
+    from slmops.optimize.build import _base_reference
+
+    image = {**REQUEST["image"], "runtimeBaseImage": base}  # type: ignore[dict-item]
+    request = BuildRequest.model_validate({**REQUEST, "image": image})
+    assert str(_base_reference(request)) == expected
