@@ -195,13 +195,6 @@ def test_fleet_of_1000_nodes_stays_ready() -> None:
         shutil.rmtree(state_dir, ignore_errors=True)
 
     worst_lag = max(lease_ages)
-    # Ratios from this run, not wall-clock thresholds: heartbeats keep pace with their
-    # schedule, and the node-lifecycle controller never saw a node go quiet.
-    assert min(ready_counts) == NODES
-    assert worst_lag / LEASE_RENEW_SECONDS < 2.0
-    assert renewals_per_second / (NODES / LEASE_RENEW_SECONDS) > 0.9
-    assert stats_after["errors"] == stats_before["errors"]
-
     rows = "\n".join(
         f"| {name} | {cpu_share[name] * 100:.0f} % | {rss_peak[name]:.0f} MiB |" for name in watched
     )
@@ -224,8 +217,8 @@ CPU is the share of one core averaged over a {window:.0f} s steady-state window.
 - Heartbeat lag: the oldest Lease `renewTime` seen was {worst_lag:.1f} s
   ({worst_lag / LEASE_RENEW_SECONDS:.2f} times the renew interval; the controller's grace is 40 s).
 - Lease renewals: {renewals_per_second:.0f}/s (schedule: {NODES / LEASE_RENEW_SECONDS:.0f}/s);
-  simulator-side max lateness {stats_after["max_lateness_seconds"]:.2f} s, errors
-  {stats_after["errors"]}.
+  simulator-side max lateness {stats_after["max_lateness_seconds"]:.2f} s, slowest renewal
+  request {stats_after["max_renew_seconds"]:.2f} s, errors {stats_after["errors"]}.
 - DaemonSet over the fleet: {DAEMONSET_PODS} pods bound by the real scheduler and Running in
   {daemonset_seconds:.0f} s.
 - Total CPU of the five processes: {total_cpu:.0f} % of one core (of {os.cpu_count()} cores).
@@ -233,3 +226,10 @@ CPU is the share of one core averaged over a {window:.0f} s steady-state window.
   the testbed's own share means other work shared the machine and inflated the lag figures.
 """
     )
+    # Figures are written first, so a failing run still documents what it saw.
+    # Ratios from this run, not wall-clock thresholds: heartbeats keep pace with their
+    # schedule, and the node-lifecycle controller never saw a node go quiet.
+    assert min(ready_counts) == NODES
+    assert worst_lag / LEASE_RENEW_SECONDS < 2.0
+    assert renewals_per_second / (NODES / LEASE_RENEW_SECONDS) > 0.9
+    assert stats_after["errors"] == stats_before["errors"]

@@ -24,7 +24,9 @@ class ApiError(RuntimeError):
 
 
 class KubeApi:
-    def __init__(self, server: str, token: str, max_connections: int = 32) -> None:
+    # Enough parallel requests that 100 lease renewals/s keep flowing even when the
+    # apiserver answers slowly (throughput = connections / latency).
+    def __init__(self, server: str, token: str, max_connections: int = 100) -> None:
         self.server = server.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self._max_connections = max_connections

@@ -110,6 +110,7 @@ class ControlApi:
                 "status_posts": stats.status_posts,
                 "errors": stats.errors,
                 "max_lateness_seconds": stats.max_lateness_seconds,
+                "max_renew_seconds": stats.max_renew_seconds,
                 "cpu_seconds": usage.ru_utime + usage.ru_stime,
                 "max_rss_kib": usage.ru_maxrss,
             }

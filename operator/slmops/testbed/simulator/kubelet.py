@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -199,6 +199,11 @@ class PodRun:
                 container.state = {"waiting": {"reason": exc.reason, "message": str(exc)}}
                 self.dirty.set()
                 await asyncio.sleep(2)
+                continue
+            except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+                # Reading a secret or config map failed transiently: try again.
+                log.warning("pod %s: %s", self.key, exc)
+                await asyncio.sleep(1)
                 continue
             except OSError as exc:
                 container.state = {"waiting": {"reason": "RunContainerError", "message": str(exc)}}
@@ -651,7 +656,7 @@ class Kubelet:
                     await self.handle(pod)
                 for uid in list(self.pods):
                     if uid not in seen:
-                        await self._forget_pod(uid, delete=False)
+                        self._in_background(self._forget_pod(uid))
                 version = listing["metadata"]["resourceVersion"]
                 while True:
                     async for event in self.api.watch("/api/v1/pods", params, version):
@@ -663,7 +668,7 @@ class Kubelet:
                         if kind == "BOOKMARK":
                             continue
                         if kind == "DELETED":
-                            await self._forget_pod(obj["metadata"]["uid"], delete=False)
+                            self._in_background(self._forget_pod(obj["metadata"]["uid"]))
                         else:
                             await self.handle(obj)
             except ApiError as exc:
@@ -687,9 +692,7 @@ class Kubelet:
                 grace = metadata.get("deletionGracePeriodSeconds")
                 if grace is None:
                     grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
-                task = asyncio.create_task(self._terminate_and_delete(pod, float(grace)))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._in_background(self._terminate_and_delete(pod, float(grace)))
             return
         run = self.pods.get(uid)
         if run is not None:
@@ -723,9 +726,15 @@ class Kubelet:
                 f"/api/v1/namespaces/{metadata['namespace']}/pods/{metadata['name']}",
                 {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}},
             )
-        await self._forget_pod(uid, delete=True)
+        await self._forget_pod(uid)
 
-    async def _forget_pod(self, uid: str, delete: bool) -> None:
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Stopping a pod waits out its grace period; the watch must not wait with it."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _forget_pod(self, uid: str) -> None:
         run = self.pods.pop(uid, None)
         self._deleting.discard(uid)
         if run is None:

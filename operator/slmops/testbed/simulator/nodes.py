@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import aiohttp
 
 from slmops.testbed.simulator.apiclient import ApiError, KubeApi
 from slmops.testbed.simulator.profiles import (
@@ -124,6 +125,8 @@ class HeartbeatStats:
     errors: int = 0
     # How late a renewal went out compared to its schedule (the simulator falling behind).
     max_lateness_seconds: float = 0.0
+    # The slowest lease renewal request (the apiserver falling behind).
+    max_renew_seconds: float = 0.0
 
 
 class NodeHeartbeats:
@@ -148,7 +151,16 @@ class NodeHeartbeats:
 
         async def register(node: SimulatedNode) -> None:
             async with gate:
-                await self._register(node)
+                # A busy apiserver may time out or throttle (429) a few of 1,000 writes.
+                for attempt in range(5):
+                    try:
+                        await self._register(node)
+                        return
+                    except (ApiError, OSError, TimeoutError, aiohttp.ClientError) as exc:
+                        if attempt == 4:
+                            raise
+                        log.warning("registering %s failed, retrying: %s", node.name, exc)
+                        await asyncio.sleep(1 + attempt)
 
         await asyncio.gather(*(register(node) for node in self.nodes.values()))
         self.registered.set()
@@ -201,11 +213,15 @@ class NodeHeartbeats:
         self.stats.status_posts += 1
 
     async def renew_lease(self, node: SimulatedNode) -> None:
+        started = asyncio.get_running_loop().time()
         await self.api.patch(
             f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{node.name}",
             {"spec": {"renewTime": now_micro(), "holderIdentity": node.name}},
         )
         self.stats.lease_renewals += 1
+        self.stats.max_renew_seconds = max(
+            self.stats.max_renew_seconds, asyncio.get_running_loop().time() - started
+        )
 
     async def run(self) -> None:
         """One heartbeat coroutine per node, phase-shifted so the writes spread evenly."""
@@ -236,10 +252,11 @@ class NodeHeartbeats:
                     await self.post_status(node)
                     next_status = loop.time() + self.node_status_seconds
                 await self.renew_lease(node)
-            except (ApiError, OSError, TimeoutError) as exc:
+            except (ApiError, OSError, TimeoutError, aiohttp.ClientError) as exc:
                 self.stats.errors += 1
                 log.warning("heartbeat of %s failed: %s", node.name, exc)
-            next_lease = loop.time() + self.lease_renew_seconds
+            # A fixed cadence: a slow request must not push every later renewal back.
+            next_lease = max(next_lease + self.lease_renew_seconds, loop.time())
 
     def set_online(self, node: SimulatedNode, online: bool) -> None:
         if node.online == online:
@@ -252,7 +269,3 @@ class NodeHeartbeats:
             node.wake.set()
         else:
             node.online_event.clear()
-
-
-def monotonic() -> float:
-    return time.monotonic()
