@@ -42,8 +42,14 @@ e2e: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pytest -m benchmark $(PYTEST_ARGS)
 
+# The CRDs are generated from the API models; the chart's copy and manifests/install.yaml
+# are derived from them (Helm never upgrades crds/, so they are regenerated together).
 crds: $(STAMP)
 	$(BIN)/slmops crds --write crds/
+	$(BIN)/python -m slmops.testbed.chart
+
+manifests: $(STAMP)
+	$(BIN)/python -m slmops.testbed.chart
 
 clean:
 	$(BIN)/slmops testbed down || true

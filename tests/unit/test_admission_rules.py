@@ -16,8 +16,8 @@ pytestmark = pytest.mark.unit
 
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
 NODES = {
-    "edge-a": {"node-role.slmops.io/edge": "true", "slmops.io/site": "site-a"},
-    "edge-b": {"node-role.slmops.io/edge": "true", "slmops.io/site": "site-b"},
+    "edge-a": {"slmops.io/hardware-class": "rpi5", "slmops.io/site": "store-berlin"},
+    "edge-b": {"slmops.io/hardware-class": "x86-vnni", "slmops.io/site": "store-paris"},
 }
 
 

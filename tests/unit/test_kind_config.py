@@ -142,9 +142,9 @@ def test_every_label_is_one_a_kubelet_may_set_on_itself() -> None:
 
 def test_the_samples_fleet_selector_takes_every_worker() -> None:
     rollout = yaml.safe_load((ROOT / "manifests" / "samples" / "edgerollout-demo.yaml").read_text())
-    fleet = rollout["spec"]["fleet"]["selector"]["matchLabels"]
+    fleet = LabelSelector.model_validate(rollout["spec"]["fleet"]["selector"])
     for labels in workers():
-        assert all(labels.get(k) == v for k, v in fleet.items())
+        assert matches(fleet, labels), labels
 
 
 def test_on_real_hardware_each_worker_gets_its_own_classes_variant() -> None:
