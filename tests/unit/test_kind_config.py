@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from slmops.api.v1alpha1.common import LabelSelector
 from slmops.api.v1alpha1.slmmodel import SLMModel
 from slmops.domain.selectors import matches
 from slmops.testbed.simulator.profiles import (
