@@ -22,11 +22,20 @@ import pytest
 from slmops.testbed.testbed import STATE_ENV, Testbed
 
 _failed_tests: list[str] = []
+_kept_logs: list[Path] = []
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.failed:
         _failed_tests.append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # Teardown output is easy to miss; the summary is where people look after a failure.
+    for logs in _kept_logs:
+        terminalreporter.write_line(
+            f"testbed logs kept in {logs} (pods: {logs / 'pods'}/<ns>_<pod>_<container>.log)"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -46,14 +55,14 @@ def testbed() -> Iterator[Testbed]:
     try:
         bed.up()
     except BaseException:
-        print(f"\ntestbed failed to start; logs kept in {bed.logs_dir}")
+        _kept_logs.append(bed.logs_dir)
         raise
     try:
         yield bed
     finally:
         bed.down()
         if _failed_tests:
-            print(f"\ntestbed logs kept for the failed tests in {bed.logs_dir}")
+            _kept_logs.append(bed.logs_dir)
         else:
             shutil.rmtree(state_dir, ignore_errors=True)
 
