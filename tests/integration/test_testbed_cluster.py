@@ -446,3 +446,49 @@ def test_prometheus_can_be_stopped_and_started_again(testbed: Testbed) -> None:
     finally:
         testbed.start_prometheus()
     assert isinstance(prometheus_query(testbed.prometheus_url, "up"), list)
+
+
+def test_init_container_then_node_power_loss_restarts_the_process(
+    testbed: Testbed, kube_namespace: str
+) -> None:
+    node_name = testbed.simulator.node_names("jetson-orin")[1]
+    pod = long_running_pod(kube_namespace, "staged", "jetson-orin", "Always")
+    pod["spec"]["nodeName"] = node_name
+    pod["spec"]["volumes"] = [{"name": "work", "emptyDir": {}}]
+    pod["spec"]["initContainers"] = [
+        {
+            "name": "fetch",
+            "image": BUILDER_IMAGE,
+            "command": ["sh", "-c", "echo fetched > /work/model.txt"],
+            "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+        }
+    ]
+    main = pod["spec"]["containers"][0]
+    main["command"] = ["sh", "-c", "cat /work/model.txt; exec sleep 600"]
+    main["volumeMounts"] = [{"name": "work", "mountPath": "/work"}]
+    apply(testbed, pod)
+
+    def main_pid() -> int | None:
+        entry = simulator_pod(testbed, kube_namespace, "staged")
+        return entry["containers"][1]["pid"] if entry else None
+
+    first = wait_for(main_pid, "the main container's process")
+    status = get_json(testbed, "pod", "staged", "-n", kube_namespace)["status"]
+    assert status["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    log_file = testbed.pod_logs_dir / f"{kube_namespace}_staged_main.log"
+    wait_for(lambda: "fetched" in log_file.read_text(), "main to read the init output")
+
+    testbed.simulator.take_offline(node_name, kill_processes=True)
+    try:
+        wait_for(lambda: process_state(first) in (None, "Z"), "the process to die with the node")
+    finally:
+        testbed.simulator.bring_online(node_name)
+
+    def restarted() -> bool:
+        container = get_json(testbed, "pod", "staged", "-n", kube_namespace)["status"][
+            "containerStatuses"
+        ][0]
+        return container["restartCount"] >= 1 and "running" in container["state"]
+
+    wait_for(restarted, "the container to restart after power returns", timeout=30)
+    assert main_pid() not in (None, first)

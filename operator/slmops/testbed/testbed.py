@@ -351,7 +351,7 @@ class Testbed:
         )
         self._remember(process)
         client = self.simulator
-        wait_until(client.ready, "the edge-fleet simulator to register its nodes", 180, process)
+        wait_until(client.ready, "the edge-fleet simulator to register its nodes", 600, process)
 
     def down(self) -> None:
         """Stop every tracked process (and the simulator's pod processes); keep the logs."""
