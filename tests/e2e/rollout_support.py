@@ -239,7 +239,8 @@ def rollout_manifest(
         "prometheus": {"address": testbed.prometheus_url},
         "intervalSeconds": 2,
         "count": 2,
-        "initialDelaySeconds": 4,
+        # Discovery (file_sd) plus the first scrapes of a new server take a few seconds.
+        "initialDelaySeconds": 8,
         "minSampleCount": 5,
         "consecutiveErrorLimit": 2,
         "sampleCountQuery": (

@@ -299,7 +299,8 @@ def test_prometheus_stopped_mid_analysis_holds_the_wave_and_it_continues_after_r
         "blind",
         waves=THREE_WAVES,
         # Errors never pass; a generous limit lets this test see the wave held, not aborted.
-        analysis={"consecutiveErrorLimit": 1000, "count": 3},
+        # A restarted Prometheus answers "no data" for a scrape or two: tolerate that.
+        analysis={"consecutiveErrorLimit": 1000, "count": 3, "inconclusiveLimit": 3},
     )
     stopped = False
     try:
@@ -342,7 +343,9 @@ def test_prometheus_stopped_mid_analysis_holds_the_wave_and_it_continues_after_r
     finally:
         if stopped:
             testbed.start_prometheus()
-    assert final["waves"][0]["successful"] == 3
+    # Rounds without data (a restarted Prometheus has none for a few seconds) never count
+    # as passes: the wave passed on three real successful rounds.
+    assert final["waves"][0]["successful"] == 3, (final["waves"], final["measurements"])
 
 
 def test_a_node_taken_offline_mid_wave_is_skipped_after_its_timeout(
@@ -364,6 +367,16 @@ def test_a_node_taken_offline_mid_wave_is_skipped_after_its_timeout(
             planned = _planned(testbed, namespace, "offline")
             offline = _wave_nodes(planned, 1)[0]
             testbed.simulator.take_offline(offline)
+            wave_done = rs.wait_for_status(
+                testbed,
+                namespace,
+                "offline",
+                "the second wave to complete without the offline node",
+                lambda s: s["waves"][1]["phase"] == "Succeeded",
+                timeout=120,
+            )
+            node = next(n for n in wave_done["nodes"] if n["node"] == offline)
+            assert node["state"] == "Skipped" and node["reason"], node
             final = rs.wait_for_status(
                 testbed,
                 namespace,
@@ -377,8 +390,6 @@ def test_a_node_taken_offline_mid_wave_is_skipped_after_its_timeout(
             testbed.simulator.bring_online(offline)
     assert offline in final["waves"][1]["skippedNodes"]
     assert final["waves"][1]["phase"] == "Succeeded"
-    node = next(n for n in final["nodes"] if n["node"] == offline)
-    assert node["state"] == "Skipped" and node["reason"], node
 
 
 def test_an_operator_killed_during_a_wave_is_restarted_and_finishes_the_rollout(
