@@ -166,11 +166,23 @@ def build_lm_variant(
     """
     recipe = variant.optimize
     options = export_options_from_recipe(recipe)
+    try:
+        options.builder_extra_options()
+    except GenaiExportError as exc:
+        raise LMVariantError(Reason.UNSUPPORTED_RECIPE, str(exc)) from exc
     heldout_text = heldout_text_for(checkpoint_dir, evaluation_spec)
     variant_root = work_dir / "variants" / variant.name
     if variant_root.exists():
         shutil.rmtree(variant_root)
     variant_root.mkdir(parents=True)
+
+    # The reference comes first: it is cached, and its tokenizer checks the held-out text
+    # before minutes go into pruning and exporting the variant.
+    reference_dir = reference_export(checkpoint_dir, work_dir)
+    try:
+        heldout = HeldoutSet.from_text(reference_dir, heldout_text)
+    except EvaluationError as exc:
+        raise LMVariantError(Reason.INVALID_REQUEST, f"spec.evaluation.heldoutText: {exc}") from exc
 
     source = checkpoint_dir
     pruning: PruningReport | None = None
@@ -192,10 +204,8 @@ def build_lm_variant(
         export_with_genai_builder(source, model_dir, options)
     except GenaiExportError as exc:
         raise LMVariantError(Reason.BUILD_FAILED, str(exc)) from exc
-    reference_dir = reference_export(checkpoint_dir, work_dir)
 
     try:
-        heldout = HeldoutSet.from_text(reference_dir, heldout_text)
         if reference_quality is None:
             reference_quality = measure_quality(reference_dir, heldout.windows)
         evaluation = evaluate_variant(
