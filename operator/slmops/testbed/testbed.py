@@ -35,6 +35,7 @@ from slmops.testbed.processes import (
     TrackedProcess,
     free_port,
     is_alive,
+    listening_ports,
     require_free_port,
     start_process,
     stop_process,
@@ -279,8 +280,7 @@ class Testbed:
                 "registry": binaries.registry,
                 "htpasswd": binaries.htpasswd,
             },
-            # Pods get 127.<octet>.x.y; a per-testbed octet keeps parallel testbeds apart.
-            "pod_ip_octet": random.randint(100, 250),
+            "pod_ip_octet": _unused_loopback_octet(),
             "node_monitor": {
                 "grace_period_seconds": self.node_monitor.grace_period_seconds,
                 "period_seconds": self.node_monitor.period_seconds,
@@ -427,6 +427,14 @@ class Testbed:
         if process is not None:
             stop_process(process)
             self._forget(name)
+
+
+def _unused_loopback_octet() -> int:
+    """Pods and nodes get 127.<octet>.x.y; an octet no listening socket uses right now keeps
+    testbeds running in parallel (other test sessions) from colliding."""
+    busy = {int(address.split(".")[1]) for address, _ in listening_ports()}
+    candidates = [octet for octet in range(100, 251) if octet not in busy]
+    return random.choice(candidates or list(range(100, 251)))
 
 
 def prometheus_query(prometheus_url: str, promql: str) -> list[Mapping[str, Any]]:
