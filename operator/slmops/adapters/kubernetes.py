@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,13 +64,21 @@ def resource_of(api_version: str, kind: str) -> Resource:
         raise KubeError(f"no API path known for {kind} {api_version}") from None
 
 
-def load_api_client() -> client.ApiClient:
-    """A client for the cluster the operator runs in, or of the current kubeconfig."""
-    try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """A client for the cluster the operator runs in, or of a kubeconfig (default: the
+    KUBECONFIG environment variable, then ~/.kube/config). Nothing global is changed, so
+    clients for two clusters can live in one process."""
+    if kubeconfig is None:
+        in_cluster = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=in_cluster)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            pass
+        else:
+            return client.ApiClient(in_cluster)
+    path = kubeconfig or os.environ.get("KUBECONFIG") or None
+    api: client.ApiClient = config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
+    return api
 
 
 def manifest_fingerprint(manifest: Mapping[str, Any]) -> str:
