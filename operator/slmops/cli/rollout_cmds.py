@@ -372,20 +372,22 @@ def plan_table(
     spec: Any, model_body: Mapping[str, Any], node_items: list[dict[str, Any]]
 ) -> tuple[Table, list[str]]:
     from slmops.adapters.kube_objects import fleet_node, model_view
-    from slmops.domain.placement import place
-    from slmops.domain.waves import plan_waves
+    from slmops.domain.rollout import InvalidSpecError, preview_plan, validate_spec
 
     view = model_view(model_body, spec.model.revision)
     problems = [f"model: {view.problem}"] if view.problem else []
+    try:
+        validate_spec(spec)
+    except InvalidSpecError as error:
+        problems.append(f"spec: {error}")
     revision = view.revision or next(iter(view.offers), None)
     offers = view.offers.get(revision or "", [])
     nodes = [
         fleet_node(n["metadata"]["name"], n["metadata"].get("labels") or {}, n.get("status") or {})
         for n in node_items
     ]
-    placements = place(nodes, spec.fleet.selector, offers)
-    labels = {n.name: n.labels for n in nodes}
-    waves = plan_waves(placements, labels, spec.strategy.waves)
+    # The very functions the operator plans with, so the preview is what will happen.
+    placements, waves = preview_plan(spec, nodes, offers)
     wave_of = {node: wave for wave in waves for node in wave.nodes}
     table = Table(
         title=f"Plan for revision {revision or '?'}: {len(placements)} fleet nodes, "
