@@ -58,3 +58,15 @@ def test_error_series_exist_at_zero_before_any_error():
         ("generate", "overloaded"),
     }
     assert all(s.value == 0 for s in errors)
+
+
+def test_token_histograms_exist_before_the_first_generation():
+    families = _families(ServerMetrics(ServedIdentity("m", "1", "r", "v")))
+    counts = {
+        name: next(s.value for s in families[name] if s.name.endswith("_count"))
+        for name in ("slmops_time_to_first_token_seconds", "slmops_inter_token_latency_seconds")
+    }
+    assert counts == {
+        "slmops_time_to_first_token_seconds": 0,
+        "slmops_inter_token_latency_seconds": 0,
+    }

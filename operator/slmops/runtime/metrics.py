@@ -205,7 +205,12 @@ class ServerMetrics:
             registry=self.registry,
         )
         self._duration_children: dict[tuple[str, int], Histogram] = {}
-        for family in (self.generated_tokens, self.prompt_tokens):
+        for family in (
+            self.generated_tokens,
+            self.prompt_tokens,
+            self.time_to_first_token,
+            self.inter_token_latency,
+        ):
             family.labels(*self._base_values)
         # Zero-valued series from the start, so a rollout's rate() over a canary that has
         # seen no error yet reads 0 instead of "no data".
