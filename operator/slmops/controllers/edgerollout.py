@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -179,9 +179,9 @@ class RolloutMemory:
     written_status: dict[str, Any] | None = None
     written_version: int = -1
     measured_at: float | None = None
-    breach_started: float | None = None
+    """When the last measurement round finished (monotonic clock)."""
     decision_started: float | None = None
-    applied: set[str] = field(default_factory=set)
+    """When the abort was decided, until the rollback completes (monotonic clock)."""
 
 
 @kopf.daemon(GROUP, VERSION, "edgerollouts", cancellation_timeout=10.0)
@@ -380,8 +380,10 @@ async def apply_workloads(  # noqa: PLR0917 -- internal steps of one reconcile
         artifacts=artifacts,
         resources=model.resources,
     )
-    for problem in problems:
-        _log.warning("rollout %s/%s: %s", namespace, name, problem)
+    if not model.problem:
+        # (While the model is missing or not Ready, decide() already says so in the status.)
+        for problem in problems:
+            _log.warning("rollout %s/%s: %s", namespace, name, problem)
     runtime = RuntimeOptions(
         image=runtime_image(),
         registry_plain_http=model.insecure_registry,
