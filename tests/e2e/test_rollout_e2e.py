@@ -453,3 +453,50 @@ def test_an_operator_killed_during_a_wave_is_restarted_and_finishes_the_rollout(
     assert final["waves"][0]["successful"] == before["waves"][0]["successful"] == 2
     assert final["waves"][1]["successful"] == 2
     assert final["waves"][1]["successful"] >= before["waves"][1]["successful"]
+
+
+def test_a_newer_revision_supersedes_the_one_in_flight(
+    cluster: tuple[Testbed, str, OperatorProcess], revisions: dict[str, rs.Revision]
+) -> None:
+    testbed, namespace, _ = cluster
+    _deploy_stable(testbed, namespace, revisions, "newer", waves=THREE_WAVES)
+    with rs.load_on(testbed, namespace, "newer", max_seconds=180):
+        _publish_canary(testbed, namespace, revisions)
+        rs.wait_for_status(
+            testbed,
+            namespace,
+            "newer",
+            "the first wave's analysis of the canary",
+            lambda s: bool(s.get("waves")) and s["waves"][0]["phase"] == "Analyzing",
+            timeout=60,
+        )
+        rs.publish_model_status(
+            testbed, namespace, revisions[NEWER], [revisions[CANARY], revisions[STABLE]]
+        )
+        rs.wait_for_status(
+            testbed,
+            namespace,
+            "newer",
+            "the newer revision to take over",
+            lambda s: s.get("canaryRevision") == NEWER,
+            timeout=30,
+        )
+        final = rs.wait_for_status(
+            testbed,
+            namespace,
+            "newer",
+            "the newer revision to become stable",
+            lambda s: s.get("phase") == "Healthy" and s.get("stableRevision") == NEWER,
+            timeout=150,
+        )
+    assert [w["phase"] for w in final["waves"]] == ["Succeeded"] * 3
+    fleet = rs.fleet_nodes(testbed)
+    everyone = fleet[rs.ARM_CLASS] + fleet[rs.X86_CLASS]
+    rs.wait_for(
+        "every node to serve the newer revision, none the superseded one",
+        lambda: rs.node_revisions(testbed, namespace, "newer") == dict.fromkeys(everyone, NEWER),
+        timeout=60,
+        describe=lambda: rs.node_revisions(testbed, namespace, "newer"),
+    )
+    labels = rs.kube_json(testbed, "-n", namespace, "get", "daemonsets")["items"]
+    assert {d["metadata"]["labels"]["slmops.io/revision"] for d in labels} == {NEWER}
