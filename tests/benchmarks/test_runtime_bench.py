@@ -35,7 +35,7 @@ from tests.serving.fixtures import (  # noqa: F401 (fixtures)
     fixture_triton_server,
 )
 from tests.serving.processes import slmops_serve
-from tests.serving.tiny_models import DEMO_SIZED, genai_model
+from tests.serving.tiny_models import demo_genai_model
 
 pytestmark = pytest.mark.benchmark
 
@@ -43,7 +43,7 @@ INFER_ROUNDS = 2000
 WARMUP = 200
 GENERATION_TOKENS = 64
 GENERATION_ROUNDS = 21
-PROMPT = "The licensor grants you a worldwide, royalty-free"
+PROMPT = "import os\nimport sys\n\n\ndef main(argv):\n    "
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
@@ -180,16 +180,16 @@ def test_model_server_benchmark(plain_model, plain_server, triton_server, serve_
     added_med, added_p95 = ours_med - bare_med, ours_p95 - bare_p95
     speedup = triton_med / ours_med
 
-    model_dir = genai_model(DEMO_SIZED, "fp32")
+    model_dir = demo_genai_model("fp32")
     with (
-        slmops_serve(model_dir, serve_logs, model_name="demo-sized") as server,
+        slmops_serve(model_dir, serve_logs, model_name="demo") as server,
         httpx.Client(timeout=120) as client,
     ):
         rates, ratios, lengths = _tokens_per_second(
             {
                 "bare": BareGeneration(model_dir),
-                "generate": _server_generation(client, server.base, "demo-sized", False),
-                "stream": _server_generation(client, server.base, "demo-sized", True),
+                "generate": _server_generation(client, server.base, "demo", False),
+                "stream": _server_generation(client, server.base, "demo", True),
             },
             GENERATION_ROUNDS,
         )
@@ -242,8 +242,8 @@ Measured by `tests/benchmarks/test_runtime_bench.py` on {machine_description()}.
 Infer: a MatMul+Add ONNX model, input FP32 [1, 16], {INFER_ROUNDS} tritonclient.http round
 trips (binary tensors, keep-alive) after {WARMUP} warm-up calls. Triton is the real
 `tritonserver` 2.51 from the nvidia-pytriton 0.7.0 wheel, its Python backend running the same
-onnxruntime session. Generation: a random-weight Llama of the demo model's shape (hidden 512,
-6 layers, vocab 4096, about 22 M parameters, fp32), exported by onnxruntime-genai's builder;
+onnxruntime session. Generation: the project's demo model (a Llama of about 22 M parameters
+trained here on the standard library), fp32, exported by onnxruntime-genai's builder;
 greedy, {bare_tokens} new tokens, median of {GENERATION_ROUNDS} runs, each from the prompt
 text (tokenize + prefill + decode). All measures alternate with each other in the same run
 (the machine may be shared; alternation spreads background load evenly), so compare ratios
