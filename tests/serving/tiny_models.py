@@ -51,17 +51,6 @@ class LlamaShape:
 
 
 TINY = LlamaShape()
-# The shape of the project's demo model (about 22 M parameters): big enough that a token costs
-# real compute, so the server's per-token overhead can be measured against it.
-DEMO_SIZED = LlamaShape(
-    hidden_size=512,
-    intermediate_size=1408,
-    num_hidden_layers=6,
-    num_attention_heads=8,
-    num_key_value_heads=4,
-    vocab_size=4096,
-    context_length=512,
-)
 
 
 @contextmanager
