@@ -13,9 +13,25 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def install_crds(testbed: Any) -> None:
+def install_crds(testbed: Any) -> bool:
+    """Apply the CRDs; True if the SLMModel CRD was not there before."""
+    missing = bool(testbed.kubectl("get", "crd", "slmmodels.slmops.io", check=False).returncode)
     testbed.kubectl("apply", "-f", str(ROOT / "crds"))
     testbed.kubectl("wait", "--for", "condition=established", "crd", "--all", "--timeout=60s")
+    return missing
+
+
+def operator_with_crds(testbed: Any, operator: Any) -> Any:
+    """The session's operator, serving SLMModels.
+
+    kopf resolves resources through API discovery when their CRD appears; when the CRD is
+    created right after the operator starts, discovery can lag behind the last CRD event and
+    kopf never serves the kind. An operator started before the CRDs existed is restarted.
+    """
+    if install_crds(testbed):
+        operator.stop()
+        operator.start()
+    return operator
 
 
 def model_manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from tests.e2e.slmmodel_support import (
     apply,
     condition,
     event_reasons,
-    install_crds,
     jobs,
     model_manifest,
+    operator_with_crds,
     pods,
     push_secret,
     wait_for_model,
@@ -30,9 +30,9 @@ from tests.e2e.slmmodel_support import (
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def crds(testbed: Any) -> None:
-    install_crds(testbed)
+@pytest.fixture
+def crds(testbed: Any, operator: Any) -> None:
+    operator_with_crds(testbed, operator)
 
 
 @pytest.fixture
