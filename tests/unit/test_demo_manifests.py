@@ -37,7 +37,7 @@ def test_rollout_is_admitted_on_the_demo_fleet() -> None:
         for profile in m.FLEET_CLASSES
         for index in range(3)
     }
-    document = m.rollout_manifest("http://127.0.0.1:9090", "store-berlin")
+    document = m.rollout_manifest("http://127.0.0.1:9090", "store-paris")
     EdgeRollout.model_validate(document)
     review = review_edgerollout(
         document["spec"], ClusterFacts(node_labels=labels, model_exists=True)

@@ -29,6 +29,9 @@ def command(state_dir: Path | None, take_down: bool) -> None:
     from slmops.testbed.testbed import default_state_dir
 
     console = Console()
+    if not console.is_terminal:
+        # Logs and CI captures: wide enough that the status tables are not truncated.
+        console = Console(width=120)
     try:
         run(console, state_dir or default_state_dir(), keep_testbed=not take_down)
     except KeyboardInterrupt:

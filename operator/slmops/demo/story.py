@@ -236,7 +236,7 @@ class Story:
             traffic = self.traffic.stats if self.traffic else None
             lines: list[Any] = list(describe_rollout(rollout))
             if traffic:
-                lines.append(f"traffic: {traffic.sent} requests sent, {traffic.failed} failed")
+                lines.append(f"traffic: {traffic.sent} requests sent, {traffic.failed} failed\n")
             return Group(*lines)
 
         def done() -> str | None:
@@ -259,6 +259,9 @@ class Story:
             return None
 
         self.watch(title, view, done, timeout=timeout)
+        if self.traffic:
+            stats = self.traffic.stats
+            self.console.print(f"traffic so far: {stats.sent} requests, {stats.failed} failed")
         return self.get("edgerollout", m.ROLLOUT)
 
     def start_traffic(self) -> None:
@@ -368,7 +371,9 @@ def run(console: Console, state_dir: Path, keep_testbed: bool) -> None:
         first = story.build("first", source)
 
         console.rule("5. Roll it out (the first revision goes everywhere at once)")
-        story.apply(m.rollout_manifest(testbed.prometheus_url, "store-berlin"))
+        # The canary wave takes the first node of each class (both in Berlin), so the site
+        # wave is Paris; "everyone" takes the rest.
+        story.apply(m.rollout_manifest(testbed.prometheus_url, "store-paris"))
         story.start_traffic()
         story.rollout("first rollout", "Healthy", first, timeout=600)
 
@@ -415,3 +420,6 @@ def summarize(console: Console, story: Story, rollout: dict[str, Any], good: str
     console.print(f"  slmops describe rollout {m.ROLLOUT} -n {m.NAMESPACE}")
     console.print(f"  Prometheus: {story.testbed.prometheus_url}")
     console.print("  slmops testbed down   # stops everything")
+    console.rule("Time taken")
+    for step, seconds in story.timings.steps.items():
+        console.print(f"  {step}: {seconds:.0f}s")
