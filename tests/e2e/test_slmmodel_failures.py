@@ -161,3 +161,25 @@ def test_refused_credentials_give_a_clear_condition_not_a_loop(
     assert model["status"]["revision"] == revision
     retried = jobs(testbed, kube_namespace, "slmops.io/role=build")
     assert len(retried) == 1 and retried[0]["metadata"]["uid"] != job_uid
+
+
+def test_a_spec_the_schema_lets_through_but_that_makes_no_sense_is_reported(
+    testbed: Any, operator: Any, crds: None, kube_namespace: str, small_source: Path
+) -> None:
+    spec = _spec(testbed, small_source, file_sha256(small_source), None)
+    # Two variants with one name: structural schemas (Kubernetes 1.20 has no CEL) accept it.
+    spec["variants"].append(dict(spec["variants"][0]))
+    apply(testbed, kube_namespace, model_manifest("twins", spec))
+    model = wait_for_model(
+        testbed,
+        kube_namespace,
+        "twins",
+        lambda m: condition(m, "Ready").get("reason") == "InvalidSpec",
+        timeout=60,
+        what="Ready=False InvalidSpec",
+    )
+    ready = condition(model, "Ready")
+    assert ready["status"] == "False"
+    assert "int8-avx2" in ready["message"] and "unique" in ready["message"]
+    assert condition(model, "Stalled")["status"] == "True"
+    assert jobs(testbed, kube_namespace) == []
