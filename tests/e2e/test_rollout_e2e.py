@@ -394,6 +394,17 @@ def test_a_node_taken_offline_mid_wave_is_skipped_after_its_timeout(
             # server to measure while the offline node is skipped.
             first_class = classes[_wave_nodes(planned, 0)[0]]
             offline = next(n for n in _wave_nodes(planned, 1) if classes[n] == first_class)
+            # Offline once the first wave has measured the stable revision on that class: the
+            # node may be the last stable server of its class, and that measurement is the
+            # baseline the analysis falls back on while the node is gone.
+            rs.wait_for_status(
+                testbed,
+                namespace,
+                "offline",
+                "a first successful round",
+                lambda s: s["waves"][0]["successful"] >= 1,
+                timeout=60,
+            )
             testbed.simulator.take_offline(offline)
             wave_done = rs.wait_for_status(
                 testbed,
