@@ -11,6 +11,9 @@ One budget is set so that one variant cannot meet it: the size limit lies below 
 fp32 checkpoint, which fp16 (two bytes per weight) cannot reach while int4 and int8 do. That
 variant must be Rejected, with the size in the reason, and the others still deployable.
 
+Then the same spec applied again, and an edit that leaves the revision alone, build nothing;
+a changed recipe builds a new revision while the old one's artifacts stay listed and pullable.
+
 Evaluation repeats and new tokens are kept small: this checks the controller and the
 pipeline end to end, not the figures (tests/benchmarks measures those).
 """
@@ -233,3 +236,37 @@ def test_four_variants_are_built_where_they_will_run_and_judged(
     assert sorted(j["metadata"]["uid"] for j in jobs(testbed, kube_namespace)) == job_uids
     assert len(pods(testbed, kube_namespace)) == pod_count
     assert condition(model, "Ready")["status"] == "True"
+
+    # A changed recipe is a new revision: its Jobs replace the old ones, and the old
+    # revision's artifacts stay listed and stay in the registry (what a rollback pins).
+    spec["variants"] = [spec["variants"][0]]
+    spec["variants"][0]["optimize"] = {"precision": "int4", "int4": {"blockSize": 64}}
+    apply(testbed, kube_namespace, model_manifest("demo", spec))
+    model = wait_for_model(
+        testbed,
+        kube_namespace,
+        "demo",
+        lambda m: (
+            m.get("status", {}).get("revision") not in (None, revision)
+            and condition(m, "Reconciling").get("status") == "False"
+        ),
+        timeout=BUILD_TIMEOUT,
+        what="the new revision settled",
+    )
+    status = model["status"]
+    assert status["phase"] == "Ready", status
+    assert [v["name"] for v in status["variants"]] == ["int4-vnni"]
+    assert [r["revision"] for r in status["revisions"]] == [status["revision"], revision]
+    old = status["revisions"][1]["variants"]
+    assert old == {v["name"]: v["artifact"] for v in qualified}
+    for artifact in old.values():
+        assert _skopeo_raw(testbed, artifact)
+    labels = {j["metadata"]["labels"]["slmops.io/revision"] for j in jobs(testbed, kube_namespace)}
+    deadline = time.monotonic() + 30
+    while labels != {status["revision"]} and time.monotonic() < deadline:
+        time.sleep(1)
+        labels = {
+            j["metadata"]["labels"]["slmops.io/revision"] for j in jobs(testbed, kube_namespace)
+        }
+    assert labels == {status["revision"]}
+    assert "NewRevision" in event_reasons(testbed, kube_namespace, "demo")
