@@ -4,6 +4,7 @@ the edge-fleet simulator) come from the `slmops.testbed.pytest_plugin` plugin.""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +18,13 @@ pytest_plugins = ["slmops.testbed.pytest_plugin"]
 def operator(testbed: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """The operator as a real process, watching all namespaces of the testbed.
 
-    Session-scoped: tests that kill it must start it again (`operator.start()`).
+    Session-scoped: tests that kill it must start it again (`operator.start()`). The CRDs are
+    installed first: kopf resolves its resources at start, and one whose discovery lags
+    behind would never be served.
     """
+    crds = Path(__file__).resolve().parents[1] / "crds"
+    testbed.kubectl("apply", "-f", str(crds))
+    testbed.kubectl("wait", "--for", "condition=established", "crd", "--all", "--timeout=60s")
     process = OperatorProcess(testbed.kubeconfig, tmp_path_factory.mktemp("operator"))
     process.start()
     yield process
