@@ -14,11 +14,13 @@ from tests.support.operator import OperatorProcess
 pytest_plugins = ["slmops.testbed.pytest_plugin"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def operator(testbed: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """The operator as a real process, watching all namespaces of the testbed.
 
-    Session-scoped: tests that kill it must start it again (`operator.start()`). The CRDs are
+    Module-scoped: it runs every controller cluster-wide, so it must not outlive the module
+    that asked for it (later modules play the model controller themselves, or own the
+    workloads they test). Tests that kill it must start it again (`operator.start()`). The CRDs are
     installed first: kopf resolves its resources at start, and one whose discovery lags
     behind would never be served.
     """
