@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -137,8 +138,30 @@ def test_limits() -> None:
         "Continue",
         "Passed",
     ]
-    # failed and inconclusive rounds within their limits count towards count (Argo's rule)
-    assert run(["Failed", "Inconclusive", "Successful"]) == ["Continue", "Continue", "Passed"]
+    # A failed round within its limit counts towards count; an inconclusive one does not
+    # (no data is never progress), so the wave needs one more judged round.
+    assert run(["Failed", "Inconclusive", "Successful"]) == ["Continue", "Continue", "Continue"]
+    assert run(["Failed", "Inconclusive", "Successful", "Successful"])[-1] == "Passed"
+
+
+def test_silence_never_passes_a_wave() -> None:
+    generous = replace(LIMITS, count=2, failure_limit=5, inconclusive_limit=10)
+    wave = WaveStatus(index=0, name="w")
+    kinds = []
+    for _ in range(11):
+        outcome = tally(wave, [measurement("Inconclusive")], generous)
+        wave = outcome.wave
+        kinds.append(outcome.kind)
+    assert "Passed" not in kinds and kinds[-1] == "Pause"
+
+
+def test_failures_alone_never_pass_a_wave() -> None:
+    tolerant = replace(LIMITS, count=2, failure_limit=5, inconclusive_limit=0)
+    wave = WaveStatus(index=0, name="w")
+    for _ in range(3):
+        outcome = tally(wave, [measurement("Failed")], tolerant)
+        wave = outcome.wave
+        assert outcome.kind == "Continue"
 
 
 def test_abort_names_the_culprit() -> None:

@@ -228,8 +228,12 @@ def tally(
             )
     else:
         wave = replace_wave(wave, successful=wave.successful + 1, consecutive_errors=0)
-    done = wave.successful + wave.failed + wave.inconclusive
-    if done >= limits.count:
+    # Only rounds that judged something count towards `count`: an inconclusive round (no
+    # data, too few requests) within its limit means "measure again", never "one step closer
+    # to promotion" — otherwise a fleet with no traffic would pass its waves on silence. And
+    # a wave whose every judged round failed (failureLimit >= count) has not passed either.
+    done = wave.successful + wave.failed
+    if done >= limits.count and wave.successful > 0:
         return WaveAnalysisOutcome(
             "Passed",
             f"{done} of {limits.count} measurement rounds taken within limits"
