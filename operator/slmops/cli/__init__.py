@@ -24,6 +24,7 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "pause": ("slmops.cli.rollout_cmds:pause_command", "Pause a rollout (without writing spec)."),
     "resume": ("slmops.cli.rollout_cmds:resume_command", "Resume a paused rollout."),
     "abort": ("slmops.cli.rollout_cmds:abort_command", "Abort a rollout and roll back."),
+    "retry": ("slmops.cli.rollout_cmds:retry_command", "Start an aborted rollout again."),
     "demo": ("slmops.cli.demo_cmd", "Run the whole story on a local testbed."),
     "operator": ("slmops.cli.operator_cmd", "Run the operator (kopf) against the current cluster."),
     "testbed": ("slmops.cli.testbed_cmd", "Start, stop and inspect the local testbed."),
