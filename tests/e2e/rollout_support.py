@@ -23,6 +23,7 @@ from slmops.adapters.oci import Credentials, RegistryClient
 from slmops.optimize.packaging import ModelMetadata, build_modelpack, push_modelpack
 from slmops.testbed.testbed import Testbed
 from tests.serving.tiny_models import TINY, genai_model
+from tests.support.capture import capture
 from tests.support.operator import OperatorProcess
 
 MODEL = "tinylm"
@@ -316,7 +317,10 @@ def wait_for_status(
     what: str,
     predicate: Callable[[dict[str, Any]], bool],
     timeout: float,
+    capture_as: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
+    """Poll the rollout's status until `predicate`; `capture_as` = (Argo CD health, case)
+    saves the object as a health-check fixture when SLMOPS_CAPTURE_STATUS=1."""
     last: dict[str, Any] = {}
 
     def check() -> dict[str, Any] | None:
@@ -331,6 +335,8 @@ def wait_for_status(
         } | {"measurements": (last.get("measurements") or [])[-6:]}
 
     result: dict[str, Any] = wait_for(what, check, timeout, describe=describe)
+    if capture_as is not None:
+        capture(get_rollout(testbed, namespace, name), *capture_as)
     return result
 
 

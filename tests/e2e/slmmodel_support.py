@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from tests.support.capture import capture
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -68,13 +70,18 @@ def wait_for_model(
     done: Callable[[dict[str, Any]], bool],
     timeout: float,
     what: str,
+    capture_as: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Poll the model until `done(model)`; on timeout fail with its last status."""
+    """Poll the model until `done(model)`; on timeout fail with its last status.
+    `capture_as` = (Argo CD health, case) saves it as a health-check fixture when
+    SLMOPS_CAPTURE_STATUS=1."""
     deadline = time.monotonic() + timeout
     model: dict[str, Any] = {}
     while time.monotonic() < deadline:
         model = get_json(testbed, namespace, "slmmodel", name)
         if done(model):
+            if capture_as is not None:
+                capture(model, *capture_as)
             return model
         time.sleep(1.0)
     status = json.dumps(model.get("status"), indent=1)[:6000]

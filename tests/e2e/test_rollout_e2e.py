@@ -157,6 +157,7 @@ def test_a_good_revision_goes_through_three_waves_across_two_hardware_classes(
             "the canary to become stable",
             lambda s: s.get("phase") == "Healthy" and s.get("stableRevision") == CANARY,
             timeout=150,
+            capture_as=("Healthy", "good-revision-stable"),
         )
     assert load.sent > 0 and load.failed < load.sent
     assert [w["phase"] for w in final["waves"]] == ["Succeeded"] * 3
@@ -215,6 +216,7 @@ def test_a_slow_revision_is_caught_in_its_first_wave_and_every_touched_node_roll
                 "the first wave's node to serve the canary",
                 lambda s: s["waves"][0]["phase"] in ("Analyzing", "Failed"),
                 timeout=60,
+                capture_as=("Progressing", "first-wave-analyzing"),
             )
             # The new revision is slow on this hardware: every request takes ~10x longer.
             for node in canary_nodes:
@@ -239,6 +241,7 @@ def test_a_slow_revision_is_caught_in_its_first_wave_and_every_touched_node_roll
                 "every touched node back on stable",
                 lambda s: bool(s.get("rollbackCompletedAt")),
                 timeout=60,
+                capture_as=("Degraded", "slow-revision-rolled-back"),
             )
     finally:
         for node in slowed:
@@ -293,6 +296,7 @@ def test_no_traffic_with_on_no_data_inconclusive_pauses_and_never_promotes(
         "the rollout to pause for lack of data",
         lambda s: s.get("phase") == "Paused",
         timeout=60,
+        capture_as=("Suspended", "no-traffic-inconclusive"),
     )
     assert paused["pausedBy"] == "analysis"
     assert paused["currentWave"] == 0

@@ -87,6 +87,7 @@ def test_wrong_sha256_is_not_verified_and_builds_nothing(
         lambda m: condition(m, "SourceVerified").get("status") == "False",
         timeout=120,
         what="SourceVerified=False",
+        capture_as=("Degraded", "source-digest-mismatch"),
     )
     verified = condition(model, "SourceVerified")
     assert verified["reason"] == "SourceDigestMismatch"

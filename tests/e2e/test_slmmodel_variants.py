@@ -146,6 +146,7 @@ def test_four_variants_are_built_where_they_will_run_and_judged(
         lambda m: condition(m, "Reconciling").get("status") == "False",
         timeout=BUILD_TIMEOUT,
         what="all variants decided",
+        capture_as=("Healthy", "variants-built-one-rejected"),
     )
     elapsed = time.monotonic() - started
     print(f"\nfour variants built and judged in {elapsed:.0f}s")
