@@ -5,10 +5,8 @@ controller, tritonclient load against the real model servers, and waiting on sta
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from slmops.adapters.oci import Credentials, RegistryClient
+from slmops.demo.traffic import Traffic, ready_servers
 from slmops.optimize.packaging import ModelMetadata, build_modelpack, push_modelpack
 from slmops.testbed.testbed import Testbed
 from tests.serving.tiny_models import TINY, genai_model
@@ -362,106 +360,16 @@ def node_revisions(testbed: Testbed, namespace: str, rollout: str) -> dict[str, 
     return result
 
 
-class Load:
-    """Bounded tritonclient load on every ready server of a rollout, in a background thread.
-
-    Stops at `stop()`, after `max_seconds`, or after `max_requests`, whichever comes first.
-    """
-
-    def __init__(
-        self,
-        testbed: Testbed,
-        namespace: str,
-        rollout: str,
-        *,
-        max_seconds: float = 300,
-        max_requests: int = 50_000,
-        per_server_concurrency: int = 1,
-    ) -> None:
-        self.testbed = testbed
-        self.namespace = namespace
-        self.rollout = rollout
-        self.max_seconds = max_seconds
-        self.max_requests = max_requests
-        self.per_server_concurrency = per_server_concurrency
-        self.sent = 0
-        self.failed = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"load-{rollout}", daemon=True)
-
-    def start(self) -> Load:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _targets(self) -> list[str]:
-        targets = []
-        for pod in serving_pods(self.testbed, self.namespace, self.rollout):
-            status = pod.get("status", {})
-            ready = any(
-                c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
-            )
-            if ready and status.get("podIP") and not pod["metadata"].get("deletionTimestamp"):
-                targets.append(f"{status['podIP']}:8000")
-        return targets
-
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        import tritonclient.http.aio as triton
-
-        deadline = time.monotonic() + self.max_seconds
-        clients: dict[str, Any] = {}
-        try:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                if self.sent >= self.max_requests:
-                    return
-                try:
-                    targets = await asyncio.to_thread(self._targets)
-                except Exception:
-                    targets = []
-                for target in targets:
-                    if target not in clients:
-                        clients[target] = triton.InferenceServerClient(target, conn_timeout=5)
-                if not targets:
-                    await asyncio.sleep(0.5)
-                    continue
-                # One refresh of the target list per ~1 s of load.
-                until = time.monotonic() + 1.0
-                await asyncio.gather(
-                    *(
-                        self._hammer(triton, clients[t], until)
-                        for t in targets
-                        for _ in range(self.per_server_concurrency)
-                    )
-                )
-        finally:
-            for client in clients.values():
-                await client.close()
-
-    async def _hammer(self, triton: Any, client: Any, until: float) -> None:
-        while time.monotonic() < until and not self._stop.is_set():
-            if self.sent >= self.max_requests:
-                return
-            prompt = triton.InferInput("text_input", [1], "BYTES")
-            prompt.set_data_from_numpy(np.array([b"the edge"], dtype=np.object_))
-            self.sent += 1
-            try:
-                await client.infer(
-                    MODEL, [prompt], parameters={"max_tokens": 2, "temperature": 0}, timeout=10
-                )
-            except Exception:
-                self.failed += 1
-                await asyncio.sleep(0.1)
-
-
 @contextmanager
-def load_on(testbed: Testbed, namespace: str, rollout: str, **options: Any) -> Iterator[Load]:
-    load = Load(testbed, namespace, rollout, **options).start()
+def load_on(
+    testbed: Testbed, namespace: str, rollout: str, max_seconds: float = 300
+) -> Iterator[Traffic]:
+    """Bounded tritonclient load on every ready server of a rollout (the demo's own traffic)."""
+
+    def targets() -> list[str]:
+        return ready_servers(serving_pods(testbed, namespace, rollout), 8000)
+
+    load = Traffic(targets, MODEL, max_tokens=2, max_seconds=max_seconds).start()
     try:
         yield load
     finally:

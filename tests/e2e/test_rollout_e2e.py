@@ -159,7 +159,7 @@ def test_a_good_revision_goes_through_three_waves_across_two_hardware_classes(
             timeout=150,
             capture_as=("Healthy", "good-revision-stable"),
         )
-    assert load.sent > 0 and load.failed < load.sent
+    assert load.stats.sent > 0 and load.stats.failed < load.stats.sent
     assert [w["phase"] for w in final["waves"]] == ["Succeeded"] * 3
     # Waves 0 and 1 passed real analysis rounds measured on both variants.
     measured = {

@@ -28,7 +28,7 @@ from rich.table import Table
 from slmops.api.crd import all_crds
 from slmops.cli.rollout_cmds import describe_rollout, models_table
 from slmops.demo import manifests as m
-from slmops.demo.traffic import Traffic
+from slmops.demo.traffic import Traffic, ready_servers
 from slmops.testbed.testbed import FleetSpec, Testbed
 
 # The demo's fleet when it starts the testbed itself: three nodes of each class it rolls out
@@ -267,16 +267,7 @@ class Story:
     def start_traffic(self) -> None:
         def targets() -> list[str]:
             pods = self.get("pods", "-l", f"slmops.io/rollout={m.ROLLOUT}")["items"]
-            return [
-                f"{p['status']['podIP']}:8000"
-                for p in pods
-                if p.get("status", {}).get("podIP")
-                and not p["metadata"].get("deletionTimestamp")
-                and any(
-                    c["type"] == "Ready" and c["status"] == "True"
-                    for c in p["status"].get("conditions", [])
-                )
-            ]
+            return ready_servers(pods, 8000)
 
         self.traffic = Traffic(targets, m.MODEL).start()
 

@@ -9,12 +9,27 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 PROMPTS = (b"def main(", b"import os\n", b"class Config:", b"for item in ")
+
+
+def ready_servers(pods: Iterable[Mapping[str, Any]], port: int) -> list[str]:
+    """host:port of every pod that is Ready, has an address and is not being deleted."""
+    servers = []
+    for pod in pods:
+        status = pod.get("status") or {}
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        if ready and status.get("podIP") and not pod["metadata"].get("deletionTimestamp"):
+            servers.append(f"{status['podIP']}:{port}")
+    return servers
 
 
 @dataclass
