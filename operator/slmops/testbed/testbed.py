@@ -157,6 +157,16 @@ class Testbed:
         return self.state_dir / "controlplane" / "kubeconfig"
 
     @property
+    def operator_kubeconfig(self) -> Path:
+        """Cluster-admin as the user `slmops-operator`, whose requests alone are audited."""
+        return self.state_dir / "controlplane" / "operator.kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        """kube-apiserver's audit log: one JSON line per request of `operator_kubeconfig`."""
+        return self.logs_dir / "kube-apiserver-audit.log"
+
+    @property
     def token(self) -> str:
         return str(self._require_state()["token"])
 
@@ -250,6 +260,7 @@ class Testbed:
             ),
             self._state["token"],
             self.node_monitor,
+            operator_token=self._state.get("operator_token", ""),
         )
 
     def _start_all(self, binaries: Binaries) -> None:
@@ -275,7 +286,9 @@ class Testbed:
         self._state = {
             "ports": ports,
             "token": secrets.token_hex(24),
+            "operator_token": secrets.token_hex(24),
             "binaries": {
+                "kube_apiserver": binaries.kube_apiserver,
                 "prometheus": binaries.prometheus,
                 "registry": binaries.registry,
                 "htpasswd": binaries.htpasswd,
@@ -402,6 +415,19 @@ class Testbed:
 
     # --- individual components, for fault tests -------------------------------------------
 
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver only: etcd keeps the state, clients see connection errors."""
+        self._stop_component("kube-apiserver")
+
+    def start_apiserver(self) -> None:
+        if self._component_alive("kube-apiserver"):
+            return
+        binaries = self._require_state()["binaries"]
+        if "kube_apiserver" not in binaries:
+            raise TestbedError("this testbed was started by an older slmops; restart it")
+        control_plane = self._control_plane(_apiserver_binaries(binaries["kube_apiserver"]))
+        self._remember(control_plane.start_apiserver())
+
     def stop_prometheus(self) -> None:
         self._stop_component("prometheus")
 
@@ -427,6 +453,14 @@ class Testbed:
         if process is not None:
             stop_process(process)
             self._forget(name)
+
+
+def _apiserver_binaries(kube_apiserver: str) -> Binaries:
+    """Binaries for restarting kube-apiserver alone (the only path that restart reads)."""
+    return Binaries(
+        etcd="", kube_apiserver=kube_apiserver, kube_controller_manager="", kube_scheduler="",
+        prometheus="", registry="", skopeo="", htpasswd="", openssl="", kubectl="",
+    )  # fmt: skip
 
 
 def _unused_loopback_octet() -> int:
