@@ -216,23 +216,3 @@ def test_builder_failures_carry_its_error(demo: Path, tmp_path: Path) -> None:
         export_with_genai_builder(broken, tmp_path / "out", GenaiExportOptions("int4"))
     assert len(str(caught.value)) > 100, "the builder's stderr tail is in the message"
     assert not (tmp_path / "out").exists(), "nothing half-written is left behind"
-
-
-def test_unsupported_int4_algorithm_is_refused_before_building(demo: Path, tmp_path: Path) -> None:
-    with pytest.raises(GenaiExportError, match="'hqq' is not supported"):
-        export_with_genai_builder(
-            demo, tmp_path / "out", GenaiExportOptions("int4", algorithm="hqq")
-        )
-    assert not (tmp_path / "out").exists()
-
-
-def test_unsupported_recipe_is_refused_with_its_reason(demo: Path, tmp_path: Path) -> None:
-    with pytest.raises(LMVariantError, match="hqq") as caught:
-        build_lm_variant(
-            demo,
-            variant("int4-hqq", precision="int4", int4={"algorithm": "hqq"}),
-            evaluation(),
-            tmp_path,
-        )
-    assert caught.value.reason == Reason.UNSUPPORTED_RECIPE
-    assert not (tmp_path / "reference").exists(), "refused before any export"

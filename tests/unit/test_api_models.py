@@ -49,6 +49,17 @@ def test_camel_case_on_the_wire_and_defaults() -> None:
     assert wire["evaluation"]["maxPerplexityIncreasePercent"] == 5.0
 
 
+def test_int4_algorithms_are_the_builders_own() -> None:
+    # onnxruntime-genai 0.18 dropped "hqq": the schema refuses it, not a build minutes later.
+    hqq = {
+        "name": "int4",
+        "optimize": {"int4": {"algorithm": "hqq"}},
+        "target": {"nodeSelector": {}},
+    }
+    with pytest.raises(ValidationError, match="k_quant_mixed"):
+        SLMModelSpec.model_validate(_model_spec(variants=[hqq]))
+
+
 def test_bad_sha256_names_the_field() -> None:
     with pytest.raises(ValidationError) as error:
         SLMModelSpec.model_validate(_model_spec(source={"uri": "file:///m", "sha256": "xyz"}))

@@ -17,18 +17,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from slmops.api.v1alpha1.slmmodel import ExecutionProvider, OptimizeRecipe, Precision
-
-Int4Algorithm = Literal["default", "rtn", "hqq", "k_quant_mixed", "k_quant_last"]
+from slmops.api.v1alpha1.slmmodel import ExecutionProvider, Int4Algorithm, OptimizeRecipe, Precision
 
 MODEL_FILENAME = "model.onnx"
 GENAI_CONFIG_FILENAME = "genai_config.json"
 
-# The algorithms onnxruntime-genai 0.18's builder accepts for `algo_config`; "hqq" was dropped
-# from the builder (it remains in the API so that a newer builder can bring it back).
-_BUILDER_ALGORITHMS = frozenset({"default", "rtn", "k_quant_mixed", "k_quant_last"})
 _STDERR_TAIL_CHARS = 4000
 
 
@@ -50,11 +44,6 @@ class GenaiExportOptions:
     def builder_extra_options(self) -> dict[str, str]:
         if self.precision != "int4":
             return {}
-        if self.algorithm not in _BUILDER_ALGORITHMS:
-            raise GenaiExportError(
-                f"int4 algorithm {self.algorithm!r} is not supported by onnxruntime-genai's "
-                f"model builder; choose one of {', '.join(sorted(_BUILDER_ALGORITHMS))}"
-            )
         extra = {"block_size": str(self.block_size), "algo_config": self.algorithm}
         # 0 means "let the builder choose" (4, int8 compute, on CPU; fp32 elsewhere).
         if self.accuracy_level:

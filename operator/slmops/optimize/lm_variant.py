@@ -166,10 +166,6 @@ def build_lm_variant(
     """
     recipe = variant.optimize
     options = export_options_from_recipe(recipe)
-    try:
-        options.builder_extra_options()
-    except GenaiExportError as exc:
-        raise LMVariantError(Reason.UNSUPPORTED_RECIPE, str(exc)) from exc
     heldout_text = heldout_text_for(checkpoint_dir, evaluation_spec)
     variant_root = work_dir / "variants" / variant.name
     if variant_root.exists():

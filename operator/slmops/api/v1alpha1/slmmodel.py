@@ -44,6 +44,11 @@ class ModelSource(ApiModel):
     """What the model does; decides how it is evaluated and served."""
 
 
+# What onnxruntime-genai 0.18's model builder accepts as `algo_config` (it dropped "hqq"; the
+# schema refuses it at the apiserver rather than a build failing minutes later).
+Int4Algorithm = Literal["default", "rtn", "k_quant_mixed", "k_quant_last"]
+
+
 class Int4Options(ApiModel):
     """Block-wise int4 weight-only quantization (MatMulNBits)."""
 
@@ -52,7 +57,7 @@ class Int4Options(ApiModel):
     accuracy_level: int = Field(default=4, ge=0, le=4)
     """Compute type of the int4 matmul: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 (fastest on
     CPUs with VNNI)."""
-    algorithm: Literal["default", "rtn", "hqq", "k_quant_mixed", "k_quant_last"] = "default"
+    algorithm: Int4Algorithm = "default"
     """Quantization algorithm offered by onnxruntime-genai's model builder."""
 
 
