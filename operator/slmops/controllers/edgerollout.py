@@ -204,10 +204,12 @@ async def run_rollout(
     try:
         while not stopped:
             event.clear()
+            started = time.monotonic()
             try:
                 delay = await reconcile(
                     body, memory, nodes_index, pods_index, workloads_index, models_index
                 )
+                rollout_metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
             except (KubeError, PrometheusError) as error:
                 _log.warning("rollout %s/%s: %s; retrying", namespace, name, error)
                 delay = ERROR_BACKOFF_SECONDS
