@@ -11,6 +11,7 @@ import yaml
 
 from slmops.api.v1alpha1.common import EnvVar, ResourceRequirements
 from slmops.api.v1alpha1.edgerollout import ServingSpec
+from slmops.controllers.edgerollout import network_policies_enabled
 from slmops.domain.workloads import (
     NodeVariant,
     Owner,
@@ -18,6 +19,9 @@ from slmops.domain.workloads import (
     ServerWorkload,
     daemonset_manifest,
     group_workloads,
+    network_policy_manifest,
+    pod_labels,
+    registry_port,
     service_manifest,
     workload_name,
 )
@@ -68,6 +72,74 @@ def test_daemonset_golden_with_pull_secret_and_plain_http() -> None:
 
 def test_service_golden() -> None:
     _golden("service.yaml", service_manifest("demo", "edge", 8100, OWNER))
+
+
+def test_network_policy_golden() -> None:
+    _golden("networkpolicy.yaml", network_policy_manifest("demo", "edge", 8100, [5000, 443], OWNER))
+
+
+def test_network_policy_lets_in_only_the_serving_port_and_out_only_dns_and_registries() -> None:
+    policy = network_policy_manifest("demo", "edge", 8100, [5000, 443, 5000], OWNER)
+    spec = policy["spec"]
+    assert policy["apiVersion"] == "networking.k8s.io/v1"
+    assert policy["metadata"]["ownerReferences"] == [OWNER.reference()]
+    # Both directions are listed, so whatever no rule allows is denied both ways.
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8100}]}]
+    dns, registries = spec["egress"]
+    assert dns == {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+    assert registries == {
+        "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 5000}]
+    }
+    # No rule has peers: none could name the registry's host, and ingress takes any client.
+    assert not [rule for rule in spec["ingress"] + spec["egress"] if {"to", "from"} & set(rule)]
+
+
+def test_network_policy_selects_every_server_of_the_rollout_and_only_those() -> None:
+    selector = network_policy_manifest("demo", "edge", 8000, [443], OWNER)["spec"]["podSelector"]
+    other_revision = ServerWorkload(**{**WORKLOAD.__dict__, "revision": "0123456789abcdef"})
+    for workload in (WORKLOAD, other_revision):
+        assert selector["matchLabels"].items() <= pod_labels(workload).items()
+    other_rollout = ServerWorkload(**{**WORKLOAD.__dict__, "rollout": "other"})
+    assert not selector["matchLabels"].items() <= pod_labels(other_rollout).items()
+    # A pod someone else labelled with the rollout is not ours to confine.
+    assert not selector["matchLabels"].items() <= {"slmops.io/rollout": "demo"}.items()
+
+
+def test_network_policy_before_any_artifact_allows_only_dns_out() -> None:
+    spec = network_policy_manifest("demo", "edge", 8000, [], OWNER)["spec"]
+    assert [rule["ports"][0]["port"] for rule in spec["egress"]] == [53]
+
+
+@pytest.mark.parametrize(
+    ("artifact", "plain_http", "port"),
+    [
+        ("127.0.0.1:5000/models/tinylm@sha256:" + "a" * 64, False, 5000),
+        ("oci://registry.example.com/models/tinylm@sha256:" + "a" * 64, False, 443),
+        ("registry.example.com/models/tinylm", True, 80),
+        ("[fd00::1]:5001/models/tinylm", False, 5001),
+        ("[fd00::1]/models/tinylm", True, 80),
+        ("registry.local:notaport/models/tinylm", False, 443),
+    ],
+)
+def test_registry_port_is_the_explicit_one_or_the_schemes_default(
+    artifact: str, plain_http: bool, port: int
+) -> None:
+    assert registry_port(artifact, plain_http=plain_http) == port
+
+
+@pytest.mark.parametrize(
+    ("value", "enabled"),
+    [("", True), ("true", True), ("1", True), ("False", False), ("off", False), ("0", False)],
+)
+def test_network_policies_switch(value: str, enabled: bool) -> None:
+    assert network_policies_enabled({"SLMOPS_NETWORK_POLICY": value}) is enabled
+    assert network_policies_enabled({}) is True
+
+
+def test_network_policies_switch_refuses_what_it_cannot_read() -> None:
+    with pytest.raises(ValueError, match="SLMOPS_NETWORK_POLICY='maybe': expected true or false"):
+        network_policies_enabled({"SLMOPS_NETWORK_POLICY": "maybe"})
 
 
 def test_daemonset_pins_exactly_its_nodes_and_labels_pods_for_analysis() -> None:

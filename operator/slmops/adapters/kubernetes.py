@@ -52,6 +52,7 @@ class Resource:
 RESOURCES: dict[tuple[str, str], Resource] = {
     ("apps/v1", "DaemonSet"): Resource("apps/v1", "daemonsets"),
     ("v1", "Service"): Resource("v1", "services"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): Resource("networking.k8s.io/v1", "networkpolicies"),
     ("slmops.io/v1alpha1", "EdgeRollout"): Resource("slmops.io/v1alpha1", "edgerollouts"),
     ("slmops.io/v1alpha1", "SLMModel"): Resource("slmops.io/v1alpha1", "slmmodels"),
 }

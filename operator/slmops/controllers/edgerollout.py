@@ -62,6 +62,8 @@ from slmops.domain.workloads import (
     RuntimeOptions,
     daemonset_manifest,
     group_workloads,
+    network_policy_manifest,
+    registry_port,
     service_manifest,
 )
 
@@ -72,6 +74,9 @@ DEFAULT_RUNTIME_IMAGE = "ghcr.io/slmops/slmops-runtime:0.1.0"
 IDLE_RECHECK_SECONDS = 30.0
 ERROR_BACKOFF_SECONDS = 5.0
 MIN_REQUEUE_SECONDS = 0.2
+# Off for clusters whose CNI does not enforce NetworkPolicy, or whose owners write their own
+# (policies only ever add what is allowed, so ours would widen a stricter one of theirs).
+NETWORK_POLICY_ENV = "SLMOPS_NETWORK_POLICY"
 
 _log = logging.getLogger(__name__)
 
@@ -83,6 +88,19 @@ _writer: KubeWriter | None = None
 
 def runtime_image() -> str:
     return os.environ.get(RUNTIME_IMAGE_ENV) or DEFAULT_RUNTIME_IMAGE
+
+
+def network_policies_enabled(environ: Mapping[str, str]) -> bool:
+    raw = environ.get(NETWORK_POLICY_ENV, "").strip().lower()
+    if raw in ("", "1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{NETWORK_POLICY_ENV}={raw!r}: expected true or false")
+
+
+# Read once at import, like SLMOPS_CONTROLLERS: a bad value stops the operator at start.
+NETWORK_POLICIES = network_policies_enabled(os.environ)
 
 
 def _kube() -> KubeWriter:
@@ -182,6 +200,8 @@ class RolloutMemory:
     """When the last measurement round finished (monotonic clock)."""
     decision_started: float | None = None
     """When the abort was decided, until the rollback completes (monotonic clock)."""
+    network_policy_checked: bool = False
+    """With policies off: a policy left by an earlier run was looked for and removed."""
 
 
 @kopf.daemon(GROUP, VERSION, "edgerollouts", cancellation_timeout=10.0)
@@ -305,6 +325,7 @@ async def reconcile(  # noqa: PLR0917 -- internal steps of one reconcile
         decision = decide(replace(world, now=datetime.now(UTC), measurements=measurements))
 
     owner = Owner(name=name, uid=str(meta["uid"]))
+    await apply_network_policy(kube, memory, model, spec, owner, namespace)
     await apply_workloads(kube, decision, model, spec, owner, namespace, name, workloads_index)
     await _write_decision(kube, body, memory, name, namespace, status, stored_status, decision)
     return decision.requeue_after if decision.requeue_after is not None else IDLE_RECHECK_SECONDS
@@ -349,6 +370,42 @@ async def measure(world: World, address: str) -> list[Measurement]:
         )
 
     return list(await asyncio.gather(*(one(item) for item in planned)))
+
+
+async def apply_network_policy(  # noqa: PLR0917 -- internal steps of one reconcile
+    kube: KubeWriter,
+    memory: RolloutMemory,
+    model: ModelView,
+    spec: EdgeRolloutSpec,
+    owner: Owner,
+    namespace: str,
+) -> None:
+    """Confine the rollout's servers; called before the DaemonSets are applied, so no server
+    pod ever starts without its policy. With policies turned off, remove the one an earlier
+    run made (once per process: the apply memory makes the enabled path as cheap)."""
+    if not NETWORK_POLICIES:
+        if not memory.network_policy_checked:
+            await _remove_own_network_policy(kube, owner, namespace)
+            memory.network_policy_checked = True
+        return
+    # Every revision's registry, not only the current one: a rollback pulls the old artifact.
+    ports = {
+        registry_port(offer.artifact, plain_http=model.insecure_registry)
+        for offers in model.offers.values()
+        for offer in offers
+        if offer.artifact
+    }
+    await kube.apply(
+        network_policy_manifest(owner.name, namespace, spec.serving.port, ports, owner)
+    )
+
+
+async def _remove_own_network_policy(kube: KubeWriter, owner: Owner, namespace: str) -> None:
+    # Only ours (owned by this rollout): a policy of the same name may be the user's own.
+    found = await kube.get("networking.k8s.io/v1", "NetworkPolicy", namespace, owner.name)
+    owners = (found or {}).get("metadata", {}).get("ownerReferences") or []
+    if any(reference.get("uid") == owner.uid for reference in owners):
+        await kube.delete("networking.k8s.io/v1", "NetworkPolicy", namespace, owner.name)
 
 
 async def apply_workloads(  # noqa: PLR0917 -- internal steps of one reconcile

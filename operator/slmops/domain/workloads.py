@@ -2,7 +2,9 @@
 
 One DaemonSet per (rollout, variant, revision), pinned to an explicit list of nodes, so that
 the stable and the new revision coexist node by node and a wave moves nodes from one list to
-the other. One Service per rollout selects every server of it.
+the other. One Service per rollout selects every server of it, and one NetworkPolicy per
+rollout confines them (the rollout knows its serving port and its model's registry, which a
+namespace-wide policy could not).
 
 Why `updateStrategy: OnDelete`: moving a node from one DaemonSet to another changes the node
 list in both pod templates. With RollingUpdate that template change would restart every pod
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -309,6 +311,62 @@ def service_manifest(rollout: str, namespace: str, port: int, owner: Owner) -> d
         "spec": {
             "selector": {ROLLOUT_LABEL: rollout},
             "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+# Registries whose address names no port listen on the scheme's default.
+_DEFAULT_REGISTRY_PORTS = {False: 443, True: 80}
+
+
+def registry_port(artifact: str, *, plain_http: bool = False) -> int:
+    """The TCP port a server connects to when it pulls `artifact`
+    (`[oci://]host[:port]/repository@digest`; IPv6 hosts in brackets)."""
+    host = artifact.removeprefix("oci://").split("/", 1)[0]
+    _, bracket, after_bracket = host.rpartition("]")
+    port = after_bracket if bracket else host
+    _, colon, port = port.rpartition(":")
+    if colon and port.isdigit() and 0 < int(port) < 65536:
+        return int(port)
+    return _DEFAULT_REGISTRY_PORTS[plain_http]
+
+
+def network_policy_manifest(
+    rollout: str,
+    namespace: str,
+    serving_port: int,
+    registry_ports: Iterable[int],
+    owner: Owner,
+) -> dict[str, Any]:
+    """What the rollout's servers may do on the network: answer on the serving port (which
+    also serves /metrics to Prometheus and the kubelet's probes) and reach DNS and the model
+    registry, nothing else. Its pods are selected by rollout, so a wave that moves nodes
+    between revisions never leaves a pod unconfined."""
+    egress: list[dict[str, Any]] = [
+        {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+    ]
+    ports = sorted(set(registry_ports))
+    if ports:
+        # A port rule with no `to`: NetworkPolicy peers are IP blocks and pod selectors,
+        # never host names, and the registry is named by host (resolved at pull time, often
+        # to CDN addresses that change), so the destination cannot be pinned here.
+        egress.append({"ports": [{"protocol": "TCP", "port": port} for port in ports]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": rollout,
+            "namespace": namespace,
+            "labels": {ROLLOUT_LABEL: rollout, MANAGED_BY_LABEL: MANAGED_BY},
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            # Our label too, so that a pod of someone else's that happens to carry the
+            # rollout label is not confined by a policy it never asked for.
+            "podSelector": {"matchLabels": {ROLLOUT_LABEL: rollout, MANAGED_BY_LABEL: MANAGED_BY}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": serving_port}]}],
+            "egress": egress,
         },
     }
 
