@@ -260,9 +260,11 @@ class NodeAssignment(ApiModel):
         "Unassigned", "Stable", "Staged", "Switching", "Updated", "Skipped", "RolledBack"
     ] = "Stable"
     """Unassigned (no variant fits), Stable, Staged (new revision pulled), Switching,
-    Updated, Skipped (timed out or offline), RolledBack."""
+    Updated, Skipped (timed out or offline; it stays Skipped after the rollout ends until it
+    is seen ready on the revision it should serve), RolledBack."""
     reason: str = ""
-    """Why a node is Unassigned or Skipped."""
+    """Why a node is Unassigned or Skipped (for Skipped: which revision it gets when it
+    returns)."""
     switched_at: str | None = None
     """When the node was told to run the new revision (RFC 3339); its timeout counts from here."""
 
@@ -380,6 +382,10 @@ class EdgeRolloutStatus(ApiModel):
     """The plan and progress per wave."""
     nodes: list[NodeAssignment] = Field(default_factory=list)
     """Every fleet node: its variant, wave and state."""
+    skipped_count: int = Field(default=0, ge=0)
+    """Nodes in state Skipped: a rollout could not bring them to their revision (offline or
+    not ready in time). Each stays Skipped, with the revision it gets in its reason, until it
+    is seen ready on that revision."""
     measurements: list[Measurement] = Field(default_factory=list, max_length=200)
     """The most recent measurements (bounded per metric)."""
     abort: AbortReason | None = None

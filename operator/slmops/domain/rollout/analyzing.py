@@ -1,4 +1,22 @@
-"""A wave's analysis rounds: counted against its limits until the wave passes, pauses or aborts."""
+"""A wave's analysis rounds: counted against its limits until the wave passes, pauses or aborts.
+
+What a wave measures: each metric once per variant that has a node of the wave serving the
+canary and not skipped from it (measured_variants). Nodes lost mid-wave change that:
+
+- A variant whose every node in the wave was skipped is not queried: nothing of the wave
+  serves it, so its query could only return no data and pause the rollout for nothing.
+- A skipped node that returns while its wave is still analysing serves the canary (it was
+  switched) but does not bring its variant into that wave's analysis, on purpose: the
+  wave's rounds were counted without it, and a variant joining late would pass on fewer
+  rounds than `count`. Its requests still count wherever its variant is measured anyway.
+- A wave where no node is left to measure (every one skipped) ends as an empty wave does:
+  it passes without analysis (and pauses after it if it says so), with a WaveNotAnalyzed
+  warning, when an earlier wave of this rollout passed a real round, since the revision has
+  been judged and this wave exposed it to no node. When nothing has judged the revision
+  yet (it is the first analysed wave), passing would spread an unmeasured revision, so the
+  rollout pauses for a person: `slmops promote` goes on without this wave's analysis,
+  `slmops abort` rolls back. A later `resume` finds the same empty wave and pauses again.
+"""
 
 from __future__ import annotations
 
@@ -30,9 +48,26 @@ def _limits(draft: Draft, wave: WaveStatus) -> AnalysisLimits:
     return AnalysisLimits.for_wave(analysis, spec_of_wave(draft, wave.index).analysis)
 
 
+def measured_variants(draft: Draft, wave: WaveStatus) -> list[str]:
+    """The variants the wave's analysis measures (see the module docstring)."""
+    skipped = set(wave.skipped_nodes)
+    return sorted(
+        {
+            node.variant
+            for name, node in draft.nodes.items()
+            if node.wave == wave.index
+            and node.state == "Updated"
+            and node.variant
+            and name not in skipped
+        }
+    )
+
+
 def analyze(draft: Draft, wave: WaveStatus) -> bool:
     if not analysis_applies(draft, wave):
         return pass_wave(draft, wave)
+    if not measured_variants(draft, wave):
+        return _nothing_to_measure(draft, wave)
     limits = _limits(draft, wave)
     since = wave.last_measured_at or wave.ready_at
     delay = limits.interval_seconds if wave.last_measured_at else limits.initial_delay_seconds
@@ -78,6 +113,27 @@ def analyze(draft: Draft, wave: WaveStatus) -> bool:
     draft.requeue.append(float(limits.interval_seconds))
     if outcome.round_phase == "Error":
         draft.event("Warning", "MeasurementError", f"{wave.name}: {outcome.reason}")
+    return False
+
+
+def _nothing_to_measure(draft: Draft, wave: WaveStatus) -> bool:
+    """Every node of the wave was skipped: pass it like an empty wave if the revision has
+    been judged by an earlier wave, else pause for a person."""
+    if any(earlier.successful > 0 for earlier in draft.waves[: wave.index]):
+        draft.event(
+            "Warning",
+            "WaveNotAnalyzed",
+            f"{wave.name}: every node was skipped, so nothing serves {draft.canary} to"
+            " measure; the wave passes on the earlier waves' analysis",
+        )
+        return pass_wave(draft, wave)
+    pause_rollout(
+        draft,
+        "analysis",
+        f"{wave.name}: every node was skipped and no earlier wave has measured"
+        f" {draft.canary}; `slmops promote` to go on without this wave's analysis,"
+        " or `slmops abort`",
+    )
     return False
 
 

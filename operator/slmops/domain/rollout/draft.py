@@ -164,13 +164,94 @@ def set_node(draft: Draft, name: str, **changes: object) -> None:
     draft.nodes[name] = draft.nodes[name].model_copy(update=changes)
 
 
-def reset_nodes(draft: Draft) -> None:
+def reset_nodes(draft: Draft, *, keep_skipped: bool = False) -> None:
+    """Every node back to where a rollout starts from: Stable, or Unassigned with its reason.
+
+    keep_skipped (a rollout that ended): Skipped nodes stay as they are, for hold_skipped.
+    A new rollout plans every node afresh, so a node still away is switched in its wave
+    like any other and skipped again after its timeout.
+    """
     for name, node in draft.nodes.items():
+        if keep_skipped and node.state == "Skipped" and node.variant is not None:
+            continue
         state = "Stable" if node.variant is not None else "Unassigned"
         draft.nodes[name] = node.model_copy(
             update={"state": state, "wave": None, "switched_at": None}
             | ({"reason": ""} if state == "Stable" else {})
         )
+
+
+def hold_skipped(draft: Draft, rolled_out: str, ending: str = "") -> None:
+    """The rollout of `rolled_out` ended: its Skipped nodes stay Skipped (and counted) until
+    they are seen ready on the stable revision, their reason saying which one they get.
+
+    Relabelling them Stable would claim they serve a revision nobody has seen them serve.
+    `ending` says how the rollout ended when it was not promoted (", which was rolled back").
+    """
+    fleet = {n.name: n for n in draft.world.nodes}
+    for name, node in draft.nodes.items():
+        if node.state != "Skipped":
+            continue
+        cause = "node offline" if name in fleet and not fleet[name].ready else "not ready in time"
+        set_node(
+            draft,
+            name,
+            reason=f"skipped during the rollout of {rolled_out}{ending} ({cause});"
+            f" gets revision {draft.stable} when it returns",
+        )
+    settle_returned(draft)
+
+
+def settle_returned(draft: Draft) -> None:
+    """Skipped nodes of a rollout that ended, seen ready on the stable revision, are done.
+
+    Level-triggered: whenever the node is observed serving the stable revision, whatever
+    happened while it was away. After a rollback it becomes RolledBack like every other
+    node the rollback returned; otherwise Stable.
+    """
+    rolled_back = draft.phase == "RolledBack"
+    for name, node in list(draft.nodes.items()):
+        serving = draft.world.node_revision.get(name)
+        if node.state != "Skipped" or draft.stable is None or serving is None:
+            continue
+        if serving.revision != draft.stable or not serving.ready:
+            continue
+        if rolled_back:
+            set_node(draft, name, state="RolledBack", reason="was Skipped")
+        else:
+            set_node(draft, name, state="Stable", reason="", wave=None, switched_at=None)
+        draft.event(
+            "Normal",
+            "NodeReturned",
+            f"{name} serves revision {draft.stable}; it had been skipped during a rollout",
+        )
+
+
+def skipped_nodes(draft: Draft) -> list[str]:
+    return sorted(name for name, node in draft.nodes.items() if node.state == "Skipped")
+
+
+def heads_for_canary(draft: Draft, node: NodeAssignment) -> bool:
+    """Whether the node must run the canary: the rollout sent it there and has not ended.
+
+    After a rollback (the canary is still recorded) every node, skipped ones included,
+    returns to stable.
+    """
+    return draft.canary is not None and draft.phase != "RolledBack" and node.state in TOUCHED
+
+
+def settled_message(draft: Draft) -> str:
+    """Healthy's message (the same text whichever decision writes it: no status churn)."""
+    message = f"all assigned nodes serve revision {draft.stable}"
+    skipped = skipped_nodes(draft)
+    if skipped:
+        message += f" except {len(skipped)} skipped ({name_list(skipped)}), which get it when"
+        message += " they return"
+    return message
+
+
+def name_list(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + ("…" if len(names) > limit else "")
 
 
 def wave_nodes(draft: Draft, index: int, state: str) -> list[str]:

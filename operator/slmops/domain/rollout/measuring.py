@@ -12,6 +12,7 @@ from slmops.api.v1alpha1.edgerollout import (
 from slmops.domain import conditions as cond
 from slmops.domain.analysis import judge, uses_stable
 from slmops.domain.promql import render
+from slmops.domain.rollout.analyzing import measured_variants
 from slmops.domain.rollout.decision import decide
 from slmops.domain.rollout.draft import new_draft
 from slmops.domain.rollout.queries import metric_spec, query_variables
@@ -39,10 +40,9 @@ def plan_round(world: World) -> list[PlannedQuery]:
     status = decision.status
     wave = status.waves[status.current_wave or 0]
     draft = new_draft(replace(world, status=status, measurements=None))
-    on_canary = [
-        n for n in status.nodes if n.wave == wave.index and n.state == "Updated" and n.variant
-    ] or [n for n in status.nodes if n.wave == wave.index and n.variant]
-    variants = sorted({n.variant for n in on_canary if n.variant})
+    # Only variants something of the wave serves the canary on (analyzing's docstring says
+    # why); decide() never asks for a round of a wave that has none.
+    variants = measured_variants(draft, wave)
     analysis = world.spec.analysis
     planned: list[PlannedQuery] = []
     for metric in analysis.metrics:

@@ -7,7 +7,14 @@ from slmops.api.v1alpha1.edgerollout import (
 )
 from slmops.domain import conditions as cond
 from slmops.domain.rollout.analyzing import analyze
-from slmops.domain.rollout.draft import Draft, place_revisions, reset_nodes
+from slmops.domain.rollout.draft import (
+    Draft,
+    hold_skipped,
+    place_revisions,
+    reset_nodes,
+    settled_message,
+    skipped_nodes,
+)
 from slmops.domain.rollout.pausing import pause_rollout, resume_rollout, wait_in_pause
 from slmops.domain.rollout.switching import switch_wave
 
@@ -16,7 +23,7 @@ def advance(draft: Draft) -> None:
     if draft.canary is None:
         if draft.stable is not None and draft.phase != "Pending":
             draft.phase = "Healthy"
-            draft.message = draft.blocked or f"all assigned nodes serve revision {draft.stable}"
+            draft.message = draft.blocked or settled_message(draft)
         return
     if not draft.in_flight:
         return
@@ -94,10 +101,12 @@ def _promote(draft: Draft) -> None:
     draft.phase = "Healthy"
     draft.decision_at = draft.now
     draft.progressed()
-    skipped = sorted(n.node for n in draft.nodes.values() if n.state == "Skipped")
     place_revisions(draft)
-    reset_nodes(draft)
-    draft.message = f"all assigned nodes serve revision {revision}"
+    reset_nodes(draft, keep_skipped=True)
+    if revision is not None:
+        hold_skipped(draft, revision)
+    skipped = skipped_nodes(draft)
+    draft.message = settled_message(draft)
     draft.event(
         "Normal",
         "RolloutComplete",

@@ -8,7 +8,15 @@ from slmops.api.v1alpha1.edgerollout import (
     WaveStatus,
 )
 from slmops.domain.analysis import uses_stable
-from slmops.domain.rollout.draft import SWITCHING_POLL_SECONDS, TOUCHED, Draft, set_node
+from slmops.domain.rollout.draft import (
+    SWITCHING_POLL_SECONDS,
+    TOUCHED,
+    Draft,
+    hold_skipped,
+    name_list,
+    set_node,
+    skipped_nodes,
+)
 from slmops.domain.rollout.queries import metric_spec, query_variables, try_render
 
 
@@ -53,9 +61,14 @@ def abort_rollout(draft: Draft, reason: AbortReason, *, automatic: bool) -> None
         return
     touched = [name for name, node in draft.nodes.items() if node.state in TOUCHED]
     for name in touched:
-        set_node(draft, name, state="RolledBack", reason=f"was {draft.nodes[name].state}")
+        state = draft.nodes[name].state
+        if state == "Skipped" and draft.stable is not None:
+            continue  # held below: it never reported ready, so it is not back yet either
+        set_node(draft, name, state="RolledBack", reason=f"was {state}")
     draft.phase = "RolledBack"
     draft.rollback_completed_at = None
+    if draft.canary is not None:
+        hold_skipped(draft, draft.canary, ", which was rolled back")
     draft.message = (
         f"aborted: {reason.message}; {len(touched)} nodes return to {draft.stable or 'nothing'}"
     )
@@ -67,12 +80,19 @@ def abort_rollout(draft: Draft, reason: AbortReason, *, automatic: bool) -> None
 
 
 def finish_rollback(draft: Draft) -> None:
-    if draft.phase != "RolledBack" or draft.rollback_completed_at is not None:
+    """The rollback is complete when every node it returned serves stable again; a skipped
+    node that is offline cannot report back and stays Skipped (it gets stable when it
+    returns), so it does not hold the completion up."""
+    if draft.phase != "RolledBack":
+        return
+    if draft.rollback_completed_at is not None:
+        # Recomputed every time: a skipped node that returned leaves the message.
+        draft.message = _rolled_back_message(draft)
         return
     fleet = {n.name: n for n in draft.world.nodes}
     pending = []
     for name, node in draft.nodes.items():
-        if node.state != "RolledBack":
+        if node.state not in ("RolledBack", "Skipped"):
             continue
         serving = draft.world.node_revision.get(name)
         back = (serving is not None and serving.revision == draft.stable and serving.ready) or (
@@ -90,5 +110,14 @@ def finish_rollback(draft: Draft) -> None:
         draft.requeue.append(SWITCHING_POLL_SECONDS)
         return
     draft.rollback_completed_at = draft.now
-    draft.message = f"rolled back: every touched node serves {draft.stable} again"
+    draft.message = _rolled_back_message(draft)
     draft.event("Normal", "RollbackComplete", draft.message)
+
+
+def _rolled_back_message(draft: Draft) -> str:
+    message = f"rolled back: every touched node serves {draft.stable} again"
+    skipped = skipped_nodes(draft)
+    if skipped:
+        message += f" except {len(skipped)} skipped ({name_list(skipped)}), which get it when"
+        message += " they return"
+    return message

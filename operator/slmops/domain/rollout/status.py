@@ -8,7 +8,7 @@ from slmops.api.v1alpha1.edgerollout import (
 )
 from slmops.domain import conditions as cond
 from slmops.domain.analysis import round_phase
-from slmops.domain.rollout.draft import TOUCHED, Draft
+from slmops.domain.rollout.draft import Draft, heads_for_canary, skipped_nodes
 from slmops.domain.rollout.world import Decision
 
 
@@ -18,8 +18,7 @@ def _desired(draft: Draft) -> tuple[dict[str, str], dict[str, str]]:
     if draft.invalid is not None:
         return _frozen(draft)
     for name, node in draft.nodes.items():
-        on_canary = draft.canary is not None and node.state in TOUCHED
-        if on_canary:
+        if heads_for_canary(draft, node):
             placement = draft.canary_placement.get(name)
             if placement is not None and placement.variant is not None and draft.canary:
                 desired[name], variants[name] = draft.canary, placement.variant
@@ -42,7 +41,7 @@ def _frozen(draft: Draft) -> tuple[dict[str, str], dict[str, str]]:
         serving = draft.world.node_revision.get(name)
         if serving is not None and serving.revision in (draft.stable, draft.canary):
             revision = serving.revision
-        elif node.state in TOUCHED:
+        elif heads_for_canary(draft, node):
             revision = draft.canary
         else:
             revision = draft.stable
@@ -158,6 +157,7 @@ def decision_from(draft: Draft) -> Decision:
         pause_started_at=draft.pause_started_at,
         waves=draft.waves,
         nodes=[draft.nodes[name] for name in sorted(draft.nodes)],
+        skipped_count=len(skipped_nodes(draft)),
         measurements=draft.measurements,
         abort=draft.abort,
         last_action=draft.last_action,

@@ -5,14 +5,26 @@ from __future__ import annotations
 from slmops.api.v1alpha1.edgerollout import (
     WaveStatus,
 )
-from slmops.domain.rollout.analyzing import analysis_applies, pass_wave
-from slmops.domain.rollout.draft import SWITCHING_POLL_SECONDS, Draft, set_node, wave_nodes
+from slmops.domain.rollout.analyzing import analysis_applies, measured_variants, pass_wave
+from slmops.domain.rollout.draft import (
+    SWITCHING_POLL_SECONDS,
+    Draft,
+    set_node,
+    settle_returned,
+    wave_nodes,
+)
 from slmops.domain.waves import max_unavailable_count
 
 
 def observe_nodes(draft: Draft) -> None:
-    """Switching nodes become Updated when ready on the canary, Skipped after their timeout."""
-    if draft.canary is None:
+    """Switching nodes become Updated when ready on the canary, Skipped after their timeout.
+
+    A skipped node that returns while the rollout is in flight serves the canary (it was
+    switched) and becomes Updated, whichever wave is current. Once the rollout has ended,
+    skipped nodes wait for the stable revision instead (settle_returned).
+    """
+    if draft.canary is None or draft.phase == "RolledBack":
+        settle_returned(draft)
         return
     timeout = draft.world.spec.strategy.node_timeout_seconds
     fleet = {n.name: n for n in draft.world.nodes}
@@ -65,6 +77,7 @@ def switch_wave(draft: Draft, wave: WaveStatus) -> bool:
         return False
     skipped = [n for n in wave.nodes if draft.nodes.get(n) and draft.nodes[n].state == "Skipped"]
     analyzed = analysis_applies(draft, wave)
+    measurable = analyzed and bool(measured_variants(draft, wave))
     ready = wave.model_copy(update={"ready_at": draft.now, "phase": "Analyzing"})
     draft.set_wave(ready)
     draft.progressed()
@@ -73,6 +86,6 @@ def switch_wave(draft: Draft, wave: WaveStatus) -> bool:
         "WaveReady",
         f"{wave.name}: every node serves {draft.canary}"
         + (f" except skipped {', '.join(skipped)}" if skipped else "")
-        + ("; analysis starts" if analyzed else ""),
+        + ("; analysis starts" if measurable else ""),
     )
     return True if analyzed else pass_wave(draft, ready)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from slmops.domain import conditions as cond
 from slmops.domain.placement import place
-from slmops.domain.rollout.draft import WAITING_POLL_SECONDS, Draft, place_revisions, reset_nodes
+from slmops.domain.rollout.draft import (
+    WAITING_POLL_SECONDS,
+    Draft,
+    hold_skipped,
+    place_revisions,
+    reset_nodes,
+    settle_returned,
+)
 from slmops.domain.rollout.planning import start_first_rollout, start_rollout
 from slmops.domain.rollout.world import World
 
@@ -72,12 +79,18 @@ def _placeable(draft: Draft, revision: str) -> bool:
 def _cancel(draft: Draft) -> None:
     """The target went back to the stable revision: every node returns to it."""
     old = draft.canary
+    ended_earlier = draft.phase == "RolledBack"
     draft.canary = None
     place_revisions(draft)
-    reset_nodes(draft)
+    reset_nodes(draft, keep_skipped=True)
     draft.current_wave = None
     draft.paused_by = None
     draft.pause_started_at = None
     draft.phase = "Healthy"
+    if old is not None and not ended_earlier:
+        hold_skipped(draft, old, ", which was withdrawn")
+    else:
+        # Held since the rollback, with the same revision to get: their reasons stand.
+        settle_returned(draft)
     draft.message = f"revision {old} withdrawn; the fleet stays on {draft.stable}"
     draft.event("Normal", "RolloutCancelled", draft.message)
