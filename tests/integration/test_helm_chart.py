@@ -194,9 +194,10 @@ def test_namespaced_mode_uses_roles_per_namespace(helm: Path) -> None:
         if doc["kind"] == "ClusterRole":
             assert set(rule["resources"]) <= {"customresourcedefinitions", "namespaces", "nodes"}
             assert set(rule["verbs"]) <= {"get", "list", "watch"}
-    # The model-server NetworkPolicy follows the watched namespaces.
-    policies = by_kind(docs, "NetworkPolicy")
-    assert sorted(p["metadata"]["namespace"] for p in policies) == ["team-a", "team-b"]
+    # The operator makes the model servers' NetworkPolicies, so only where it may work.
+    for role in roles:
+        if role["metadata"]["name"] == "slmops-handlers":
+            assert NETWORK_POLICY_RULE in role["rules"]
 
 
 def test_aggregated_roles_for_people(helm: Path) -> None:
@@ -234,21 +235,33 @@ def test_monitoring_objects_only_when_asked(helm: Path) -> None:
     } <= alerts
 
 
-def test_network_policy_lets_in_only_serving_ports_and_out_only_dns_and_registry(
-    helm: Path,
+NETWORK_POLICY_RULE = {
+    "apiGroups": ["networking.k8s.io"],
+    "resources": ["networkpolicies"],
+    "verbs": ["create", "get", "patch", "delete"],
+}
+
+
+@pytest.mark.parametrize(("enabled", "env_value"), [(None, "true"), ("false", "false")])
+def test_network_policies_are_the_operators_switched_by_one_value(
+    helm: Path, enabled: str | None, env_value: str
 ) -> None:
-    docs = documents(render(CHART, helm=helm))
-    (policy,) = by_kind(docs, "NetworkPolicy")
-    spec = policy["spec"]
-    assert spec["policyTypes"] == ["Ingress", "Egress"]
-    assert spec["podSelector"] == {
-        "matchExpressions": [{"key": "slmops.io/rollout", "operator": "Exists"}]
+    set_values = {"networkPolicy.enabled": enabled} if enabled else {}
+    docs = documents(render(CHART, helm=helm, set_values=set_values))
+    # Per rollout, by the operator (which knows each rollout's port and registry); a policy of
+    # the chart's own would have to be told both for every namespace.
+    assert not by_kind(docs, "NetworkPolicy")
+    (deployment,) = by_kind(docs, "Deployment")
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     }
-    (ingress,) = spec["ingress"]
-    assert ingress["ports"] == [{"protocol": "TCP", "port": 8000}]
-    dns, registry = spec["egress"]
-    assert {p["port"] for p in dns["ports"]} == {53}
-    assert registry["ports"] == [{"protocol": "TCP", "port": 443}]
+    assert env["SLMOPS_NETWORK_POLICY"] == env_value
+    # Switched off, the operator still removes the policies it made before.
+    (handlers,) = [
+        r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"] == "slmops-handlers"
+    ]
+    assert NETWORK_POLICY_RULE in handlers["rules"]
 
 
 def test_dashboard_is_grafana_json_over_real_metric_names(helm: Path) -> None:
@@ -339,7 +352,9 @@ def test_admission_webhook_when_enabled(helm: Path) -> None:
     [
         ("operator.metricPort", "1", "metricPort"),
         ("watchNamespaces", "{Team_A}", "Team_A"),
-        ("networkPolicy.servingPorts", "{80}", "servingPorts"),
+        ("networkPolicy.enabled", "maybe", "networkPolicy/enabled"),
+        # The chart's own policy had these; an old values file is told, not ignored.
+        ("networkPolicy.servingPorts", "{8000}", "servingPorts"),
         ("image.digest", "latest", "digest"),
     ],
 )

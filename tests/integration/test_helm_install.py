@@ -13,6 +13,8 @@ kubeconfig, beside the one other tests use. This test is about the objects and t
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -40,6 +42,7 @@ UNSCHEDULABLE = {"operator": {"nodeSelector": {"slmops.io/helm-test-no-such-node
 
 SLM = "slmmodels.slmops.io"
 ROLLOUTS = "edgerollouts.slmops.io"
+POLICIES = "networkpolicies.networking.k8s.io"
 CRDS = "customresourcedefinitions.apiextensions.k8s.io"
 
 
@@ -77,6 +80,7 @@ get,list,watch pods
 get pods/log
 create,get,list,watch,patch,update,delete daemonsets.apps
 create,get,list,watch,patch,update,delete services
+create,get,patch,delete {POLICIES}
 create events
 """)
 NAMESPACED_DENIED = checks(f"""
@@ -92,6 +96,7 @@ deletecollection daemonsets.apps
 create,patch deployments.apps
 create,patch statefulsets.apps
 create,get,patch configmaps
+list,watch,update,deletecollection {POLICIES}
 create,get,update leases.coordination.k8s.io
 create serviceaccounts
 create serviceaccounts/token
@@ -223,7 +228,7 @@ def test_install_creates_the_operator_objects(testbed: Testbed, cluster_release:
     )
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == name
-    for kind in ("serviceaccount", "networkpolicy", "configmap"):
+    for kind in ("serviceaccount", "configmap"):
         assert testbed.kubectl("-n", namespace, "get", kind, "-o", "name").stdout.strip(), kind
     for role in ("kopf", "kopf-cluster", "handlers", "handlers-cluster", "view", "edit"):
         testbed.kubectl("get", "clusterrole", f"{name}-{role}")
@@ -391,19 +396,21 @@ def observed_generation(testbed: Testbed, namespace: str, resource: str) -> int 
 REFUSALS = ("403", "forbidden", "not enough permissions", "unauthorized")
 
 
-def test_real_operator_with_the_charts_service_account_reconciles_the_samples(
-    testbed: Testbed, tmp_path: Path
-) -> None:
-    watched = f"team-sa-{uuid.uuid4().hex[:6]}"
-    create_namespaces(testbed, watched)
-    release = install(testbed, tmp_path, {"watchNamespaces": [watched]})
+@contextlib.contextmanager
+def operator_as_service_account(
+    testbed: Testbed, release: Release, watched: str, directory: Path, env: dict[str, str]
+) -> Iterator[Path]:
+    """The real operator, watching `watched` with only the chart ServiceAccount's token;
+    yields its log file once it is live."""
     port = free_port()
-    log_path = tmp_path / "operator.log"
-    env = {
+    run = uuid.uuid4().hex[:6]
+    log_path = directory / f"operator-{run}.log"
+    environ = {
         key: value for key, value in os.environ.items() if not key.startswith("SLMOPS_ADMISSION")
     }
-    env["KUBECONFIG"] = str(service_account_kubeconfig(testbed, release, tmp_path / "kubeconfig"))
-    env.pop("SLMOPS_METRICS_PORT", None)
+    environ.pop("SLMOPS_METRICS_PORT", None)
+    kubeconfig = service_account_kubeconfig(testbed, release, directory / f"kubeconfig-{run}")
+    environ.update({**env, "KUBECONFIG": str(kubeconfig)})
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
@@ -414,7 +421,7 @@ def test_real_operator_with_the_charts_service_account_reconciles_the_samples(
                 f"--namespace={watched}",
                 f"--liveness=http://127.0.0.1:{port}/healthz",
             ],
-            env=env,
+            env=environ,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -429,6 +436,32 @@ def test_real_operator_with_the_charts_service_account_reconciles_the_samples(
                 return False
 
         wait_for("the operator to be live", live)
+        yield log_path
+    finally:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
+def refusals(log_path: Path) -> list[str]:
+    log = log_path.read_text(errors="replace")
+    return [line for line in log.splitlines() if any(word in line.lower() for word in REFUSALS)]
+
+
+def test_real_operator_with_the_charts_service_account_reconciles_the_samples(
+    testbed: Testbed, tmp_path: Path
+) -> None:
+    watched = f"team-sa-{uuid.uuid4().hex[:6]}"
+    create_namespaces(testbed, watched)
+    release = install(testbed, tmp_path, {"watchNamespaces": [watched]})
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(uninstall, testbed, release, watched)
+        log_path = cleanup.enter_context(
+            operator_as_service_account(testbed, release, watched, tmp_path, {})
+        )
         samples = PATHS.root / "manifests" / "samples"
         testbed.kubectl("-n", watched, "apply", "-f", str(samples / "slmmodel-demo.yaml"))
         testbed.kubectl("-n", watched, "apply", "-f", str(samples / "edgerollout-demo.yaml"))
@@ -453,18 +486,131 @@ def test_real_operator_with_the_charts_service_account_reconciles_the_samples(
             line for line in log.splitlines() if "kopf.objects" in line and "succeeded" in line
         ]
         assert handled, "the operator never handled the samples"
-        refused = [
-            line for line in log.splitlines() if any(word in line.lower() for word in REFUSALS)
-        ]
+        refused = refusals(log_path)
         assert not refused, "\n".join(refused[:20])
-    finally:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
-        uninstall(testbed, release, watched)
+
+
+def publish_two_revisions(testbed: Testbed, namespace: str, model: str) -> None:
+    """Play the model controller: two built revisions of every variant, in two registries
+    (one on an explicit port, one on the default port of plain HTTP, which the sample model
+    speaks: spec.image.insecure). The model is never Ready, so no
+    server pod starts: this is about the policy, not about serving."""
+    spec = yaml.safe_load(
+        testbed.kubectl("-n", namespace, "get", "slmmodel", model, "-o", "yaml").stdout
+    )["spec"]
+    variants = [variant["name"] for variant in spec["variants"]]
+    registries = {"1111111111aa": "127.0.0.1:5000", "2222222222bb": "registry.example.com"}
+    revisions = [
+        {
+            "revision": revision,
+            "variants": {
+                v: f"{host}/models/{model}-{v}@sha256:{revision[0] * 64}" for v in variants
+            },
+            "sizes": dict.fromkeys(variants, 1_000_000),
+        }
+        for revision, host in registries.items()
+    ]
+    testbed.kubectl(
+        "-n", namespace, "patch", "slmmodel", model, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"revisions": revisions}}),
+    )  # fmt: skip
+
+
+def get_policy(testbed: Testbed, namespace: str, name: str) -> dict[str, Any] | None:
+    result = testbed.kubectl(
+        "-n", namespace, "get", "networkpolicy", name, "-o", "json", check=False
+    )
+    if result.returncode != 0:
+        assert "NotFound" in result.stderr, result.stderr
+        return None
+    policy: dict[str, Any] = json.loads(result.stdout)
+    return policy
+
+
+def rollout_with_port(name: str, port: int) -> str:
+    rollout = yaml.safe_load(
+        (PATHS.root / "manifests" / "samples" / "edgerollout-demo.yaml").read_text()
+    )
+    rollout["metadata"]["name"] = name
+    rollout["spec"]["serving"]["port"] = port
+    return yaml.safe_dump(rollout)
+
+
+def test_each_rollout_gets_a_network_policy_made_with_the_charts_service_account(
+    testbed: Testbed, tmp_path: Path
+) -> None:
+    # The apiserver accepts the policy the operator renders and it exists for the rollout,
+    # made with only the chart's RBAC; switched off, the operator removes its own and only
+    # its own. (The testbed has no CNI: nothing here enforces the policy.)
+    watched = f"team-np-{uuid.uuid4().hex[:6]}"
+    create_namespaces(testbed, watched)
+    release = install(testbed, tmp_path, {"watchNamespaces": [watched]})
+    only_rollouts = {"SLMOPS_CONTROLLERS": "edgerollout"}
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(uninstall, testbed, release, watched)
+        samples = PATHS.root / "manifests" / "samples"
+        testbed.kubectl("-n", watched, "apply", "-f", str(samples / "slmmodel-demo.yaml"))
+        publish_two_revisions(testbed, watched, "demo")
+        testbed.kubectl("-n", watched, "apply", "-f", "-", input=rollout_with_port("demo", 8100))
+        uid = testbed.kubectl(
+            "-n", watched, "get", "edgerollout", "demo", "-o", "jsonpath={.metadata.uid}"
+        ).stdout
+
+        with operator_as_service_account(
+            testbed, release, watched, tmp_path, {**only_rollouts, "SLMOPS_NETWORK_POLICY": "true"}
+        ) as log_path:
+            wait_for(
+                "the rollout's NetworkPolicy", lambda: bool(get_policy(testbed, watched, "demo"))
+            )
+            assert not refusals(log_path), "\n".join(refusals(log_path)[:20])
+        policy = get_policy(testbed, watched, "demo")
+        assert policy is not None
+        (owner,) = policy["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["uid"], owner["controller"]) == ("EdgeRollout", uid, True)
+        spec = policy["spec"]
+        assert spec["podSelector"]["matchLabels"]["slmops.io/rollout"] == "demo"
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+        assert spec["ingress"] == [{"ports": [{"port": 8100, "protocol": "TCP"}]}]
+        egress = [(p["protocol"], p["port"]) for rule in spec["egress"] for p in rule["ports"]]
+        # Both revisions' registries: a rollback pulls from the older one.
+        assert sorted(egress) == [("TCP", 53), ("TCP", 80), ("TCP", 5000), ("UDP", 53)]
+        assert not [rule for rule in spec["egress"] if "to" in rule]
+
+        # A policy of the user's, named like a second rollout: never the operator's to remove.
+        testbed.kubectl(
+            "-n", watched, "create", "-f", "-",
+            input=json.dumps({
+                "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "other"},
+                "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+            }),
+        )  # fmt: skip
+        testbed.kubectl("-n", watched, "apply", "-f", "-", input=rollout_with_port("other", 8000))
+        with operator_as_service_account(
+            testbed, release, watched, tmp_path, {**only_rollouts, "SLMOPS_NETWORK_POLICY": "false"}
+        ) as log_path:
+            wait_for(
+                "the operator to remove its policy",
+                lambda: not get_policy(testbed, watched, "demo"),
+            )
+            # A phase is written after the policy step of a reconcile.
+            wait_for(
+                "the second rollout to be reconciled",
+                lambda: bool(
+                    testbed.kubectl(
+                        "-n",
+                        watched,
+                        "get",
+                        "edgerollout",
+                        "other",
+                        "-o",
+                        "jsonpath={.status.phase}",
+                    ).stdout
+                ),
+            )
+            assert not refusals(log_path), "\n".join(refusals(log_path)[:20])
+        users = get_policy(testbed, watched, "other")
+        assert users is not None and "ownerReferences" not in users["metadata"]
 
 
 def test_the_charts_operator_pod_starts_serves_probes_and_metrics_and_reconciles(

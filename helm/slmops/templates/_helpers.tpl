@@ -45,12 +45,3 @@ app.kubernetes.io/component: operator
 {{- printf "%s:%s" $image.repository (default $root.Chart.AppVersion $image.tag) -}}
 {{- end -}}
 {{- end -}}
-
-{{/* Namespaces that get the model-server NetworkPolicy. */}}
-{{- define "slmops.networkPolicyNamespaces" -}}
-{{- $namespaces := .Values.networkPolicy.namespaces -}}
-{{- if not $namespaces -}}
-{{- $namespaces = .Values.watchNamespaces | default (list .Release.Namespace) -}}
-{{- end -}}
-{{- toJson $namespaces -}}
-{{- end -}}
