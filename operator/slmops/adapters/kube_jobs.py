@@ -22,7 +22,13 @@ from pydantic import ValidationError
 
 from slmops.adapters.kubernetes import KubeError, load_api_client
 from slmops.api.v1alpha1.slmmodel import VariantStatus
-from slmops.domain.builds import ANNOTATION_GENERATION, LABEL_REVISION, LABEL_ROLE, LABEL_VARIANT
+from slmops.domain.builds import (
+    ANNOTATION_GENERATION,
+    LABEL_ATTEMPT,
+    LABEL_REVISION,
+    LABEL_ROLE,
+    LABEL_VARIANT,
+)
 from slmops.domain.model_status import JobReport, JobState, ObservedJob
 from slmops.optimize.contract import BuildResult
 
@@ -136,6 +142,7 @@ def observe_job(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Ob
         if report is None:
             unparsed = message
     generation_text = job["annotations"].get(ANNOTATION_GENERATION)
+    attempt_text = str(labels.get(LABEL_ATTEMPT) or "1")
     return ObservedJob(
         name=job["name"],
         role="verify" if labels.get(LABEL_ROLE) == "verify" else "build",
@@ -148,6 +155,7 @@ def observe_job(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Ob
         finished_at=_parse_time(condition.get("lastTransitionTime") or job.get("completionTime")),
         report=report,
         unparsed_message=unparsed,
+        attempt=int(attempt_text) if attempt_text.isdigit() else 1,
     )
 
 

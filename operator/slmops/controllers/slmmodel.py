@@ -137,7 +137,7 @@ async def _carry_out(
             )
         else:
             variant = next(v for v in spec.variants if v.name == wanted.variant)
-            job_name = build_job_name(model.name, variant.name, revision)
+            job_name = build_job_name(model.name, variant.name, revision, wanted.attempt)
             job = build_job(
                 model=model,
                 spec=spec,
@@ -145,6 +145,7 @@ async def _carry_out(
                 revision=revision,
                 request_json=_request_json(model.name, spec, revision, variant.name),
                 settings=settings,
+                attempt=wanted.attempt,
             )
         if job_name in deleting:
             continue

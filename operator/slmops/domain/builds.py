@@ -19,6 +19,7 @@ LABEL_MODEL = "slmops.io/model"
 LABEL_REVISION = "slmops.io/revision"
 LABEL_VARIANT = "slmops.io/variant"
 LABEL_ROLE = "slmops.io/role"
+LABEL_ATTEMPT = "slmops.io/attempt"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 ANNOTATION_GENERATION = "slmops.io/generation"
 MANAGER = "slmops"
@@ -82,8 +83,13 @@ def model_label(model_name: str) -> str:
     return bounded_name(model_name)
 
 
-def build_job_name(model_name: str, variant_name: str, revision: str) -> str:
-    return bounded_name(model_name, variant_name, revision)
+def build_job_name(model_name: str, variant_name: str, revision: str, attempt: int = 1) -> str:
+    """The first attempt keeps the plain name; a retry after a transient failure (the
+    registry was down) gets its own, so every attempt is a Job of its own that stays as the
+    record of how often the build was tried."""
+    if attempt <= 1:
+        return bounded_name(model_name, variant_name, revision)
+    return bounded_name(model_name, variant_name, revision, f"attempt{attempt}")
 
 
 def verify_job_name(model_name: str, revision: str) -> str:
@@ -130,7 +136,7 @@ def _resources(requirements: ResourceRequirements) -> dict[str, dict[str, str]]:
 
 
 def job_labels(
-    model: ModelRef, revision: str, role: JobRole, variant: str | None
+    model: ModelRef, revision: str, role: JobRole, variant: str | None, attempt: int = 1
 ) -> dict[str, str]:
     labels = {
         LABEL_MODEL: model_label(model.name),
@@ -140,6 +146,8 @@ def job_labels(
     }
     if variant is not None:
         labels[LABEL_VARIANT] = variant
+    if attempt > 1:
+        labels[LABEL_ATTEMPT] = str(attempt)
     return labels
 
 
@@ -164,8 +172,9 @@ def _job(
     variant: Variant | None,
     request_json: str,
     settings: BuilderSettings,
+    attempt: int = 1,
 ) -> dict[str, Any]:
-    labels = job_labels(model, revision, role, variant.name if variant else None)
+    labels = job_labels(model, revision, role, variant.name if variant else None, attempt)
     args = [
         "build",
         "--request-json",
@@ -305,10 +314,12 @@ def build_job(
     revision: str,
     request_json: str,
     settings: BuilderSettings,
+    attempt: int = 1,
 ) -> dict[str, Any]:
-    """The Job that builds, evaluates and pushes one variant on its hardware class."""
+    """The Job that builds, evaluates and pushes one variant on its hardware class
+    (`attempt` > 1: a retry after a transient failure)."""
     return _job(
-        name=build_job_name(model.name, variant.name, revision),
+        name=build_job_name(model.name, variant.name, revision, attempt),
         model=model,
         spec=spec,
         revision=revision,
@@ -316,4 +327,5 @@ def build_job(
         variant=variant,
         request_json=request_json,
         settings=settings,
+        attempt=attempt,
     )

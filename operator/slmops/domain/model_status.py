@@ -12,6 +12,12 @@ Semantics:
 - Each variant is built once per revision. A Failed build is not retried by itself (a wrong
   password would otherwise loop forever); editing the spec (a new generation, e.g. pointing at a
   fixed Secret) retries the failed ones. Rejected is a verdict, not a failure: it is kept.
+- The exception is a transient failure (contract.TRANSIENT_REASONS: the registry or the
+  source's server unreachable): the outage is reported as it happens (Ready=False with the
+  build's reason and message, which name the host; Reconciling=True), and a Job that failed
+  with it is followed by a new attempt, a Job of its own, after a delay that doubles each time
+  (RETRY_DELAY_SECONDS), at most MAX_BUILD_ATTEMPTS Jobs per variant and revision. Only then is
+  the variant Failed, and a spec edit retries it as any other failure.
 - Ready is True when the source is verified, every build has finished, none failed and at least
   one variant qualified. VariantsQualified is False when any variant was rejected, with the
   budgets it broke; a rejected variant is never deployed, the qualified ones are.
@@ -35,8 +41,15 @@ from slmops.api.v1alpha1.slmmodel import (
 )
 from slmops.domain import conditions as cond
 from slmops.domain.builds import JobRole
+from slmops.optimize.contract import TRANSIENT_REASONS
 
 MAX_REVISIONS = 10
+MAX_BUILD_ATTEMPTS = 6
+"""Build Jobs per variant and revision when transient failures repeat: with the delays below
+an outage of about five minutes (plus each Job's own pod retries) is ridden out."""
+RETRY_DELAY_SECONDS = 10.0
+"""Wait after the first failed attempt; doubled after each further one, at most MAX_RETRY_DELAY."""
+MAX_RETRY_DELAY_SECONDS = 160.0
 RESULT_GRACE = timedelta(seconds=30)
 """How long a finished Job may go without its pod's result showing up (the pod and the Job
 are watched separately, so one can be seen before the other) before the Job's own failure
@@ -82,12 +95,15 @@ class ObservedJob:
     report: JobReport | None = None
     unparsed_message: str = ""
     """A termination message that is not a result (e.g. the log tail of a crashed builder)."""
+    attempt: int = 1
+    """Which build attempt of its variant and revision this Job is (retries are new Jobs)."""
 
 
 @dataclass(frozen=True)
 class JobToCreate:
     role: JobRole
     variant: str | None = None
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -177,6 +193,57 @@ def _verification(
     return _Verification(
         "False", "SourceUnavailable" if reason == "BuildFailed" else reason, message
     ), False
+
+
+def retry_delay(attempt: int) -> timedelta:
+    """How long after build attempt `attempt` failed transiently the next one starts."""
+    seconds = RETRY_DELAY_SECONDS * 2 ** max(0, attempt - 1)
+    return timedelta(seconds=min(seconds, MAX_RETRY_DELAY_SECONDS))
+
+
+def _transient_failure(job: ObservedJob) -> JobReport | None:
+    """The report of a build that failed on something outside it that comes back by itself."""
+    report = job.report
+    if (
+        job.state != "Succeeded"
+        and report is not None
+        and report.phase == "Failed"
+        and report.reason in TRANSIENT_REASONS
+    ):
+        return report
+    return None
+
+
+def _retrying(
+    name: str, revision: str, job: ObservedJob, report: JobReport, now: datetime
+) -> tuple[VariantStatus, JobToCreate | None]:
+    """A build that failed transiently: retried by its own Job's pods, then by a new Job after
+    a delay, at most MAX_BUILD_ATTEMPTS Jobs; then Failed."""
+    failed = VariantStatus(
+        name=name, revision=revision, build_job=job.name, phase="Building", reason=report.reason
+    )
+    what = report.message.rstrip(".")
+    if job.state == "Active":
+        # The Job's next pod (spec.build.backoffLimit) tries again; nothing to create.
+        message = f"{what}; Job {job.name} tries again."
+        return failed.model_copy(update={"message": message}), None
+    if job.attempt >= MAX_BUILD_ATTEMPTS:
+        message = (
+            f"{what}; gave up after {job.attempt} build attempts. Editing the spec retries the "
+            "build."
+        )
+        return failed.model_copy(update={"phase": "Failed", "message": message}), None
+    following = job.attempt + 1
+    due = (job.finished_at or now) + retry_delay(job.attempt)
+    tried = f"{what}; build attempt {job.attempt} of {MAX_BUILD_ATTEMPTS} failed"
+    if now < due:
+        message = f"{tried}, attempt {following} starts at {cond.now_rfc3339(due)}."
+        return failed.model_copy(update={"message": message}), None
+    message = f"{tried}, attempt {following} is starting."
+    return (
+        failed.model_copy(update={"message": message}),
+        JobToCreate("build", name, attempt=following),
+    )
 
 
 def _variant_from_job(
@@ -297,6 +364,15 @@ def _events(
             events.append(
                 ModelEvent("Normal", "VerifyingSource", "Started a Job to verify the source.")
             )
+        elif job.attempt > 1:
+            events.append(
+                ModelEvent(
+                    "Normal",
+                    "BuildStarted",
+                    f"Started build attempt {job.attempt} of {MAX_BUILD_ATTEMPTS} of variant "
+                    f"{job.variant} for revision {revision}.",
+                )
+            )
         else:
             events.append(
                 ModelEvent(
@@ -308,6 +384,12 @@ def _events(
     old = {v.name: v for v in previous.variants if v.revision == revision}
     for variant in variants:
         was = old.get(variant.name)
+        if variant.phase == "Building" and variant.reason in TRANSIENT_REASONS:
+            if was is None or was.reason != variant.reason:
+                events.append(
+                    ModelEvent("Warning", variant.reason, f"{variant.name}: {variant.message}")
+                )
+            continue
         if was is not None and was.phase == variant.phase:
             continue
         if variant.phase == "Qualified":
@@ -358,7 +440,20 @@ def plan_model(
             and not _is_finished_without_report(job, now)
         )
 
-    retry = [j for j in current if is_stale_failure(j)]
+    # A variant's newest attempt speaks for it; the earlier ones are the record of its retries.
+    attempts: dict[str, list[ObservedJob]] = {}
+    for observed in current:
+        if observed.role == "build" and observed.variant:
+            attempts.setdefault(observed.variant, []).append(observed)
+    latest = {v: max(found, key=lambda j: j.attempt) for v, found in attempts.items()}
+    # A spec edit retries a failed variant from its first attempt: all its Jobs go.
+    stale_variants = {v for v, newest in latest.items() if is_stale_failure(newest)}
+    retry = [
+        j
+        for j in current
+        if (j.role == "verify" and is_stale_failure(j))
+        or (j.role == "build" and j.variant in stale_variants)
+    ]
     delete.extend(j.name for j in retry)
     retried = {j.name for j in retry}
     live = [j for j in current if j.name not in retried]
@@ -369,7 +464,7 @@ def plan_model(
     if create_verify and not waiting_for_deletion:
         create.append(JobToCreate("verify"))
 
-    builds = {j.variant: j for j in live if j.role == "build" and j.variant}
+    builds = {v: newest for v, newest in latest.items() if newest.name not in retried}
     previous_variants = {v.name: v for v in previous.variants}
     variants: list[VariantStatus] = []
     for variant in spec.variants:
@@ -404,6 +499,13 @@ def plan_model(
                     message="Creating the build Job.",
                 )
             )
+            continue
+        transient = _transient_failure(job)
+        if transient is not None:
+            built, again = _retrying(variant.name, revision, job, transient, now)
+            if again is not None:
+                create.append(again)
+            variants.append(built)
             continue
         built = _variant_from_job(
             variant.name, revision, job, previous_variants.get(variant.name), now
@@ -440,6 +542,7 @@ def plan_model(
     rejected = _summary(variants, "Rejected")
     failed = _summary(variants, "Failed")
     building = [v for v in variants if v.phase in ("Pending", "Building")]
+    retrying = [v for v in building if v.reason in TRANSIENT_REASONS]
     finished = len(variants) - len(building)
     total = len(variants)
 
@@ -486,6 +589,10 @@ def plan_model(
         ready = ("False", verification.reason, verification.message)
         stalled = (verification.reason, verification.message)
         phase = "Failed"
+    elif retrying:
+        # Not ready, and why, while it lasts: the outage is named, not left as "Building".
+        ready = ("False", _one_reason(retrying, "BuildsRetrying"), _describe(retrying))
+        phase = "Building"
     elif building or verification.status == "Unknown":
         ready = (
             "Unknown",
@@ -509,7 +616,15 @@ def plan_model(
         ready = ("True", "Qualified", message)
         phase = "Ready"
     put("Ready", *ready)
-    if in_progress:
+    if in_progress and retrying:
+        put(
+            "Reconciling",
+            "True",
+            "Retrying",
+            f"Revision {revision}: retrying {', '.join(v.name for v in retrying)} after a "
+            "transient failure.",
+        )
+    elif in_progress:
         put("Reconciling", "True", "Building", f"Building revision {revision}.")
     else:
         put("Reconciling", "False", "Done", f"Revision {revision} is settled.")

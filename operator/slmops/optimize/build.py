@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from slmops.adapters.oci import (
+    Manifest,
     NotFoundError,
     Reference,
     RegistryAuthError,
@@ -342,15 +343,32 @@ def _registry_failure(exc: RegistryError) -> BuildStoppedError:
     return BuildStoppedError(Reason.BUILD_FAILED, str(exc))
 
 
+def _missing_blobs(client: RegistryClient, repository: str, manifest: Manifest) -> list[str]:
+    """The blobs a manifest names that the repository does not have (none, normally: the
+    registry refuses a manifest whose blobs are missing, but blobs can be deleted later)."""
+    return [
+        d.digest
+        for d in (manifest.config, *manifest.layers)
+        if not client.blob_exists(repository, d.digest)
+    ]
+
+
 def _existing_result(
     client: RegistryClient, request: BuildRequest, variant: Variant, tag: str
 ) -> BuildResult | None:
-    """The result of an earlier build of this exact revision, if its artifact exists."""
+    """The result of an earlier build of this exact revision, if all of it is in the
+    registry: its artifact with every blob, and its runnable image when one is wanted. An
+    earlier build stopped between two pushes (the registry went away) is built again rather
+    than reported with a part missing."""
     image = request.image
     digest = client.manifest_digest(image.repository, tag)
     if digest is None:
         return None
     manifest = client.get_manifest(image.repository, digest)
+    missing = _missing_blobs(client, image.repository, manifest)
+    if missing:
+        log.warning("%s:%s lacks blobs %s; building it again", image.repository, tag, missing)
+        return None
     config = read_model_config(client, image.repository, manifest)
     stored = config.get(EVALUATION_KEY, {})
     measurements = {k: v for k, v in stored.items() if k in _MEASUREMENT_FIELDS}
@@ -359,8 +377,13 @@ def _existing_result(
     runnable_digest: str | None = None
     if image.runtime_base_image:
         runnable_digest = client.manifest_digest(image.repository, f"{tag}-image")
-        if runnable_digest:
-            runnable = f"{image.registry}/{image.repository}@{runnable_digest}"
+        if runnable_digest is None:
+            log.info("%s:%s has no runnable image yet; building it again", image.repository, tag)
+            return None
+        runnable_manifest = client.get_manifest(image.repository, runnable_digest)
+        if _missing_blobs(client, image.repository, runnable_manifest):
+            return None
+        runnable = f"{image.registry}/{image.repository}@{runnable_digest}"
     return BuildResult(
         variant=variant.name,
         revision=request.revision,

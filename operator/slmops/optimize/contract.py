@@ -67,6 +67,11 @@ PERMANENT_REASONS = frozenset(
 )
 
 
+TRANSIENT_REASONS = frozenset({Reason.REGISTRY_UNAVAILABLE, Reason.SOURCE_UNAVAILABLE})
+"""Failures of something outside the build that comes back by itself (the registry, the
+source's server): the controller retries the build a bounded number of times, later."""
+
+
 class BuildRequest(ApiModel):
     """Everything one build Job needs; small enough for a Job argument."""
 
