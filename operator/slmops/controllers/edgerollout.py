@@ -189,6 +189,24 @@ async def rollout_deleted(*, name: str, namespace: str | None, **_: Any) -> None
     rollout_metrics.forget(namespace or "", name)
 
 
+if NETWORK_POLICIES:
+
+    @kopf.on.event(
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        labels={ROLLOUT_LABEL: kopf.PRESENT, MANAGED_BY_LABEL: MANAGED_BY},
+    )
+    async def network_policy_changed(
+        *, event: kopf.RawEvent, name: str, namespace: str | None, labels: kopf.Labels, **_: Any
+    ) -> None:
+        # The apply memory would skip the unchanged manifest for as long as the operator
+        # runs; a policy deleted by hand would leave the servers unconfined until then.
+        if event.get("type") == "DELETED":
+            _kube().forget("NetworkPolicy", namespace or "", name)
+            wake(namespace or "", labels[ROLLOUT_LABEL])
+
+
 @dataclass
 class RolloutMemory:
     """What the loop remembers between reconciles of one rollout (lost on restart, and
@@ -325,9 +343,14 @@ async def reconcile(  # noqa: PLR0917 -- internal steps of one reconcile
         decision = decide(replace(world, now=datetime.now(UTC), measurements=measurements))
 
     owner = Owner(name=name, uid=str(meta["uid"]))
+    # Recorded first, then made true: an operator killed in between finds the decision in
+    # the status and applies it again (the same DaemonSets: nothing changes twice). The other
+    # way round, a restart decided afresh from a status older than what the cluster already
+    # ran: a rollback applied but not recorded was undone (the canary's DaemonSets recreated)
+    # and its verdict taken again, or lost if the breach had passed meanwhile.
+    await _write_decision(kube, body, memory, name, namespace, status, stored_status, decision)
     await apply_network_policy(kube, memory, model, spec, owner, namespace)
     await apply_workloads(kube, decision, model, spec, owner, namespace, name, workloads_index)
-    await _write_decision(kube, body, memory, name, namespace, status, stored_status, decision)
     return decision.requeue_after if decision.requeue_after is not None else IDLE_RECHECK_SECONDS
 
 
