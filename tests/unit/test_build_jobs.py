@@ -186,3 +186,26 @@ def test_request_round_trips_through_the_job_args() -> None:
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     parsed = BuildRequest.model_validate(json.loads(args[args.index("--request-json") + 1]))
     assert parsed == request
+
+
+def test_a_retry_is_a_job_of_its_own_labelled_with_its_attempt() -> None:
+    spec = _spec()
+    first = _build_job(spec)
+    retry = builds.build_job(
+        model=MODEL,
+        spec=spec,
+        variant=spec.variants[0],
+        revision="0123456789ab",
+        request_json='{"x":1}',
+        settings=SETTINGS,
+        attempt=3,
+    )
+    assert retry["metadata"]["name"] == "demo-int4-vnni-0123456789ab-attempt3"
+    assert retry["metadata"]["name"] == builds.build_job_name(
+        "demo", "int4-vnni", "0123456789ab", 3
+    )
+    assert retry["metadata"]["labels"] == {**first["metadata"]["labels"], "slmops.io/attempt": "3"}
+    assert retry["spec"]["template"]["metadata"]["labels"] == retry["metadata"]["labels"]
+    long_model = "m" * 60
+    names = {builds.build_job_name(long_model, "int4", "0123456789ab", a) for a in (1, 2, 3)}
+    assert len(names) == 3 and all(len(n) <= builds.MAX_NAME_LENGTH for n in names)

@@ -120,3 +120,13 @@ def test_the_newest_pod_speaks_for_the_job() -> None:
 def test_a_running_job_has_no_result() -> None:
     observed = observe_job(_job([]), [])
     assert observed.state == "Active" and observed.report is None and observed.finished_at is None
+
+
+def test_the_attempt_label_tells_which_retry_a_job_is() -> None:
+    first = observe_job(_job([]), [])
+    assert first.attempt == 1
+    snapshot = _job([])
+    snapshot["labels"]["slmops.io/attempt"] = "4"
+    assert observe_job(snapshot, []).attempt == 4
+    snapshot["labels"]["slmops.io/attempt"] = "garbage"
+    assert observe_job(snapshot, []).attempt == 1

@@ -7,7 +7,14 @@ import pytest
 
 from slmops.api.v1alpha1.slmmodel import SLMModelSpec, SLMModelStatus, VariantStatus
 from slmops.domain import conditions as cond
-from slmops.domain.model_status import JobReport, JobToCreate, ObservedJob, plan_model
+from slmops.domain.model_status import (
+    MAX_BUILD_ATTEMPTS,
+    JobReport,
+    JobToCreate,
+    ObservedJob,
+    plan_model,
+    retry_delay,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -255,3 +262,118 @@ def test_no_variant_qualified_is_stalled() -> None:
     assert _cond(plan, "Ready") == ("False", "NoVariantQualified")
     assert _cond(plan, "Stalled") == ("True", "NoVariantQualified")
     assert plan.status.revisions == []
+
+
+# --- transient failures: the registry (or the source's server) unreachable ---------------
+
+UNREACHABLE = JobReport(
+    "Failed",
+    "RegistryUnavailable",
+    "registry 127.0.0.1:5000 is unreachable (ConnectError) while accessing the /v2/ endpoint",
+)
+
+
+def _attempt(attempt: int, state: str, report: JobReport | None = None, **kw: Any) -> ObservedJob:
+    name = f"demo-int4-{REV}" + (f"-attempt{attempt}" if attempt > 1 else "")
+    return ObservedJob(
+        name=name,
+        role="build",
+        revision=REV,
+        variant="int4",
+        state=state,  # type: ignore[arg-type]
+        report=report,
+        generation=kw.pop("generation", 1),
+        finished_at=kw.pop("finished_at", NOW - timedelta(seconds=1)),
+        attempt=attempt,
+        **kw,
+    )
+
+
+def _int4(jobs: list[ObservedJob], **kw: Any) -> Any:
+    return _plan([_verify(), *jobs], spec=_spec(("int4",)), **kw)
+
+
+def test_a_pod_failing_on_the_registry_is_reported_while_its_job_tries_again() -> None:
+    plan = _int4([_attempt(1, "Active", UNREACHABLE)])
+    variant = plan.status.variants[0]
+    assert (variant.phase, variant.reason) == ("Building", "RegistryUnavailable")
+    assert "127.0.0.1:5000" in variant.message and "tries again" in variant.message
+    assert _cond(plan, "Ready") == ("False", "RegistryUnavailable")
+    ready = cond.find(plan.status.conditions, "Ready")
+    assert ready is not None and "127.0.0.1:5000" in ready.message
+    assert _cond(plan, "Reconciling") == ("True", "Retrying")
+    assert _cond(plan, "Stalled") == ("False", "Progressing")
+    assert plan.status.phase == "Building" and plan.in_progress
+    assert plan.create == [] and plan.delete == []
+    assert [e.reason for e in plan.events if e.type == "Warning"] == ["RegistryUnavailable"]
+
+
+def test_a_job_failed_on_the_registry_is_followed_by_a_new_attempt_after_a_delay() -> None:
+    failed = _attempt(1, "Failed", UNREACHABLE, finished_at=NOW)
+    waiting = _int4([failed])
+    assert waiting.create == [] and waiting.in_progress
+    variant = waiting.status.variants[0]
+    assert (variant.phase, variant.reason) == ("Building", "RegistryUnavailable")
+    assert f"attempt 1 of {MAX_BUILD_ATTEMPTS} failed" in variant.message
+    assert "attempt 2 starts at" in variant.message
+    due = NOW + retry_delay(1)
+    assert _int4([failed], previous=waiting.status, now=due - timedelta(seconds=1)).create == []
+    retry = _int4([failed], previous=waiting.status, now=due)
+    assert retry.create == [JobToCreate("build", "int4", attempt=2)]
+    assert any("attempt 2" in e.message for e in retry.events if e.reason == "BuildStarted")
+    # Once the second attempt exists it speaks for the variant; nothing more is created.
+    running = _int4([failed, _attempt(2, "Active")], previous=retry.status, now=due)
+    assert running.create == [] and running.status.variants[0].reason == "Building"
+    assert running.status.variants[0].build_job == f"demo-int4-{REV}-attempt2"
+    assert _cond(running, "Ready") == ("Unknown", "Building")
+
+
+def test_retry_delays_double_and_attempts_are_bounded() -> None:
+    delays = [retry_delay(a).total_seconds() for a in range(1, MAX_BUILD_ATTEMPTS)]
+    assert delays == sorted(delays) and delays[0] == 10.0 and delays[1] == 20.0
+    assert max(delays) <= 160.0
+    jobs = [
+        _attempt(a, "Failed", UNREACHABLE, finished_at=NOW - timedelta(hours=1))
+        for a in range(1, MAX_BUILD_ATTEMPTS + 1)
+    ]
+    plan = _int4(jobs)
+    variant = plan.status.variants[0]
+    assert plan.create == [] and not plan.in_progress
+    assert (variant.phase, variant.reason) == ("Failed", "RegistryUnavailable")
+    assert f"gave up after {MAX_BUILD_ATTEMPTS} build attempts" in variant.message
+    assert _cond(plan, "Ready") == ("False", "RegistryUnavailable")
+    assert _cond(plan, "Stalled") == ("True", "RegistryUnavailable")
+    later = _int4(jobs, previous=plan.status, now=NOW + timedelta(days=1))
+    assert later.create == [] and later.delete == []
+
+
+def test_a_later_attempt_that_succeeds_makes_the_model_ready() -> None:
+    jobs = [
+        _attempt(1, "Failed", UNREACHABLE, finished_at=NOW - timedelta(minutes=2)),
+        _attempt(2, "Succeeded", _qualified("int4")),
+    ]
+    plan = _int4(jobs)
+    variant = plan.status.variants[0]
+    assert (variant.phase, variant.build_job) == ("Qualified", f"demo-int4-{REV}-attempt2")
+    assert _cond(plan, "Ready") == ("True", "Qualified")
+    assert _cond(plan, "Reconciling") == ("False", "Done")
+    assert plan.create == [] and plan.delete == []
+    assert plan.status.revisions[0].variants == {"int4": variant.artifact}
+
+
+def test_permanent_failures_are_not_retried_by_new_jobs() -> None:
+    refused = JobReport("Failed", "RegistryAuthFailed", "refused")
+    plan = _int4([_attempt(1, "Failed", refused, finished_at=NOW - timedelta(hours=1))])
+    assert plan.create == [] and plan.status.variants[0].phase == "Failed"
+
+
+def test_a_spec_edit_after_transient_failures_starts_again_from_the_first_attempt() -> None:
+    jobs = [
+        _attempt(a, "Failed", UNREACHABLE, finished_at=NOW - timedelta(hours=1))
+        for a in range(1, MAX_BUILD_ATTEMPTS + 1)
+    ]
+    plan = _int4(jobs, generation=2)
+    assert set(plan.delete) == {j.name for j in jobs}
+    assert plan.create == []
+    gone = _int4([], previous=plan.status, generation=2)
+    assert gone.create == [JobToCreate("build", "int4")]
