@@ -390,6 +390,24 @@ def test_retry_after_a_rollback_starts_from_the_first_wave() -> None:
     assert run.status.stable_revision == "r2"
 
 
+def test_a_retry_after_a_degraded_hold_counts_nodes_already_on_the_revision_as_updated() -> None:
+    run = settled({"rollback": {"automatic": False}})
+    run.measure = slow_on("x86")
+    run.model_revision = "r2"
+    run.run_until(lambda r: r.status.phase == "Degraded")
+    held = nodes_on(run, "r2")
+    assert held == set(run.status.waves[0].nodes)
+    run.measure = lambda planned: (0.1, 0.1, None, 100.0)
+    run.action = ("again", "retry")
+    # Run.step also decides again from its own output: a node switched while it already
+    # serves the revision would turn Updated on that second call, a write for nothing.
+    run.step()
+    states = {n.node: n.state for n in run.status.nodes}
+    assert {states[name] for name in held} == {"Updated"}
+    run.run_until(lambda r: r.status.phase == "Healthy")
+    assert run.status.stable_revision == "r2"
+
+
 def test_an_action_id_is_applied_once_even_if_the_annotation_stays() -> None:
     run = settled()
     run.model_revision = "r2"

@@ -60,13 +60,20 @@ def switch_wave(draft: Draft, wave: WaveStatus) -> bool:
     in_flight = sum(1 for n in draft.nodes.values() if n.state == "Switching")
     limit = max_unavailable_count(max(1, len(wave.nodes)), spec.strategy.max_unavailable)
     room = max(0, limit - in_flight)
-    if waiting and room:
+    while waiting and room:
         batch = waiting[:room]
         for name in batch:
-            set_node(draft, name, state="Switching", switched_at=draft.now)
+            serving = draft.world.node_revision.get(name)
+            if serving is not None and serving.revision == draft.canary and serving.ready:
+                # Already serving it (a retry after a Degraded hold): Updated now, not in a
+                # decision later, or deciding again from this status would change it.
+                set_node(draft, name, state="Updated", switched_at=draft.now)
+            else:
+                set_node(draft, name, state="Switching", switched_at=draft.now)
+                room -= 1
         draft.progressed()
         draft.event("Normal", "NodesSwitching", f"{wave.name}: {', '.join(batch)} → {draft.canary}")
-        waiting = waiting[room:]
+        waiting = waiting[len(batch) :]
     switching = wave_nodes(draft, wave.index, "Switching")
     if waiting or switching:
         draft.message = (
