@@ -384,7 +384,23 @@ def test_prometheus_stopped_mid_analysis_holds_the_wave_and_it_continues_after_r
     assert final["waves"][0]["successful"] == 3, (final["waves"], final["measurements"])
 
 
-def test_a_node_taken_offline_mid_wave_is_skipped_after_its_timeout(
+def _daemonset_nodes(testbed: Testbed, namespace: str, rollout: str) -> dict[str, set[str]]:
+    """Revision → the nodes its DaemonSets' node affinity names (what the operator asked for)."""
+    daemonsets = rs.kube_json(
+        testbed, "-n", namespace, "get", "daemonsets", "-l", f"slmops.io/rollout={rollout}"
+    )["items"]
+    nodes: dict[str, set[str]] = {}
+    for daemonset in daemonsets:
+        affinity = daemonset["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+        terms = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        revision = daemonset["metadata"]["labels"]["slmops.io/revision"]
+        for term in terms:
+            for expression in term["matchExpressions"]:
+                nodes.setdefault(revision, set()).update(expression["values"])
+    return nodes
+
+
+def test_a_node_taken_offline_mid_wave_is_skipped_and_gets_the_new_stable_when_it_returns(
     cluster: tuple[Testbed, str, OperatorProcess], revisions: dict[str, rs.Revision]
 ) -> None:
     testbed, namespace, _ = cluster
@@ -440,11 +456,45 @@ def test_a_node_taken_offline_mid_wave_is_skipped_after_its_timeout(
                 lambda s: s.get("phase") == "Healthy" and s.get("stableRevision") == CANARY,
                 timeout=150,
             )
+        assert offline in final["waves"][1]["skippedNodes"]
+        assert final["waves"][1]["phase"] == "Succeeded"
+        # The wave's analysis measured only what its other node serves: no round of it asked
+        # for the variant whose only node in the wave was away.
+        other = next(n for n in _wave_nodes(planned, 1) if n != offline)
+        measured = {m["variant"] for m in final["measurements"] if m["wave"] == 1}
+        assert measured == {next(n["variant"] for n in final["nodes"] if n["node"] == other)}
+        # Still reported after the promotion, and already assigned the new stable revision.
+        away = next(n for n in final["nodes"] if n["node"] == offline)
+        assert away["state"] == "Skipped", away
+        assert f"gets revision {CANARY} when it returns" in away["reason"], away
+        assert final["skippedCount"] == 1 and offline in final["message"]
+        assert offline in _daemonset_nodes(testbed, namespace, "offline")[CANARY]
+        assert offline not in rs.node_revisions(testbed, namespace, "offline")
+        testbed.simulator.bring_online(offline)
+        offline_now, offline = offline, None
+        back = rs.wait_for_status(
+            testbed,
+            namespace,
+            "offline",
+            "the returned node to be seen ready on the new stable revision",
+            lambda s: (
+                s.get("skippedCount") == 0
+                and next(n for n in s["nodes"] if n["node"] == offline_now)["state"] == "Stable"
+            ),
+            timeout=90,
+        )
     finally:
         if offline is not None:
             testbed.simulator.bring_online(offline)
-    assert offline in final["waves"][1]["skippedNodes"]
-    assert final["waves"][1]["phase"] == "Succeeded"
+    assert rs.node_revisions(testbed, namespace, "offline")[offline_now] == CANARY
+    assert back["phase"] == "Healthy" and back["stableRevision"] == CANARY
+    assert back["message"] == f"all assigned nodes serve revision {CANARY}"
+    rs.wait_for(
+        "the node's return as a Kubernetes event",
+        lambda: "NodeReturned" in _event_reasons(testbed, namespace, "offline"),
+        timeout=30,
+        describe=lambda: _event_reasons(testbed, namespace, "offline"),
+    )
 
 
 def test_an_operator_killed_during_a_wave_is_restarted_and_finishes_the_rollout(

@@ -83,8 +83,19 @@ def drive(spec: dict[str, Any], script: list[Tick]) -> Run:
         if tick.revision:
             run.model_revision = tick.revision
         before = run.status
+        observed = run.world().node_revision
         decision = run.step(tick.seconds)
         status = decision.status
+        # A skipped node is reported exactly while it is not seen serving what it should; once
+        # the rollout has ended, what it should serve is the stable revision.
+        assert status.skipped_count == sum(n.state == "Skipped" for n in status.nodes)
+        if status.canary_revision is None or status.phase == "RolledBack":
+            for node in status.nodes:
+                if node.state != "Skipped":
+                    continue
+                assert decision.desired.get(node.node) == status.stable_revision
+                seen = observed.get(node.node)
+                assert not (seen and seen.ready and seen.revision == status.stable_revision)
         handled = [r for _, r, _ in decision.events if r in ("ActionApplied", "ActionIgnored")]
         repeated = (
             tick.action is not None

@@ -17,6 +17,10 @@ The life of a rollout:
   ready within nodeTimeoutSeconds is Skipped and reported, then analysis rounds run every
   intervalSeconds (after initialDelaySeconds) until `count` rounds pass, a limit is broken,
   or a person intervenes. After the last wave the new revision becomes stable (Healthy).
+- A skipped node stays Skipped (status.skippedCount) until it is seen ready on the
+  revision it should serve: the canary while the rollout is in flight, the new stable
+  after promotion, the old stable after a rollback (draft.hold_skipped, settle_returned).
+  Which variants a wave measures when nodes are lost: analyzing's docstring.
 - Abort (a broken limit, or `slmops abort`): with rollback.automatic every node the rollout
   touched goes back to stable in one step, no waves, no analysis (RolledBack); without it
   the rollout holds as it is (Degraded) for a person to `slmops abort` or `slmops retry`.
