@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 
 FIELD_MANAGER = "slmops-operator"
@@ -112,10 +113,16 @@ class KubeWriter:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self.api.call_api(
-            http_method, url, header_params=headers, body=serialized, post_params=post
-        )
-        data = response.read()  # type: ignore[no-untyped-call]
+        try:
+            response = self.api.call_api(
+                http_method, url, header_params=headers, body=serialized, post_params=post
+            )
+            data = response.read()  # type: ignore[no-untyped-call]
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            # An apiserver restarting or out of reach is a condition to wait out, like an
+            # HTTP error: the reconcile loop retries a KubeError with a warning, while any
+            # other exception is logged as a bug in the operator, with its traceback.
+            raise KubeError(f"{method} {path}: the API server did not answer ({error})") from error
         if not 200 <= response.status < 300:
             raise KubeError(
                 f"{method} {path} failed: HTTP {response.status} {_api_reason(data, response)}",
