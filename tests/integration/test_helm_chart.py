@@ -238,7 +238,7 @@ def test_monitoring_objects_only_when_asked(helm: Path) -> None:
 NETWORK_POLICY_RULE = {
     "apiGroups": ["networking.k8s.io"],
     "resources": ["networkpolicies"],
-    "verbs": ["create", "get", "patch", "delete"],
+    "verbs": ["create", "get", "list", "watch", "patch", "delete"],
 }
 
 
