@@ -1,0 +1,274 @@
+"""What rollout benchmarks need around a real operator: a synthetic metric scraped by the
+testbed's Prometheus, a stand-in for the model controller, and readers of what the operator
+cost (its /proc figures, its own histograms, its requests in the apiserver's audit log)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+from slmops.testbed.processes import free_port
+from slmops.testbed.testbed import Testbed
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+READ_VERBS = frozenset({"get", "list"})
+
+
+class SyntheticGauge:
+    """A labelled gauge on a metrics endpoint of the benchmark's own, scraped by the
+    testbed's Prometheus through a file_sd target (the way the simulator adds pods)."""
+
+    def __init__(self, bed: Testbed, name: str, label: str, job: str) -> None:
+        self.registry = CollectorRegistry()
+        self.gauge = Gauge(name, "set by the benchmark", [label], registry=self.registry)
+        self.port = free_port()
+        server, _thread = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
+        self._server = server
+        self.target_file = bed.state_dir / "prometheus" / "targets" / f"{job}.json"
+        self.target_file.write_text(
+            json.dumps([{"targets": [f"127.0.0.1:{self.port}"], "labels": {"bench": job}}])
+        )
+
+    def set(self, label_value: str, value: float) -> None:
+        self.gauge.labels(label_value).set(value)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self.target_file.unlink(missing_ok=True)
+
+
+def fake_artifact(revision: str, variant: str) -> str:
+    # Virtual pods pull nothing; the reference only has to be well-formed.
+    digest = hashlib.sha256(f"{revision}/{variant}".encode()).hexdigest()
+    return f"127.0.0.1:5000/bench/{variant}@sha256:{digest}"
+
+
+def model_status(
+    current: str, history: Sequence[str], variants: Sequence[str]
+) -> dict[str, object]:
+    """An SLMModel status as the model controller writes it once `current` is Ready."""
+    return {
+        "phase": "Ready",
+        "revision": current,
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "VariantsQualified",
+             "message": "benchmark plays the model controller",
+             "lastTransitionTime": "2026-01-01T00:00:00Z"}
+        ],
+        "variants": [
+            {"name": v, "phase": "Qualified", "revision": current,
+             "artifact": fake_artifact(current, v), "sizeBytes": 1_000_000}
+            for v in variants
+        ],
+        "revisions": [
+            {"revision": r, "variants": {v: fake_artifact(r, v) for v in variants},
+             "sizes": dict.fromkeys(variants, 1_000_000)}
+            for r in [current, *history]
+        ],
+    }  # fmt: skip
+
+
+def publish_model(
+    bed: Testbed,
+    namespace: str,
+    model: str,
+    current: str,
+    history: Sequence[str],
+    variants: Sequence[str],
+) -> None:
+    """Play the model controller: `current` is Ready with artifacts for every variant."""
+    bed.kubectl(
+        "-n", namespace, "patch", "slmmodel", model, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": model_status(current, history, variants)}),
+    )  # fmt: skip
+
+
+# --- the operator's cost ---------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM: the process's peak resident set since it started (kernel-tracked, so no
+    sampling can miss a short spike)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """One Prometheus histogram as scraped: cumulative bucket counts by upper bound."""
+
+    buckets: tuple[tuple[float, float], ...]
+    total: float
+    count: float
+
+    def quantile(self, q: float) -> float:
+        """Like PromQL histogram_quantile: linear within the bucket the rank falls in."""
+        if self.count == 0:
+            return float("nan")
+        rank = q * self.count
+        lower_bound, lower_count = 0.0, 0.0
+        for upper, cumulative in self.buckets:
+            if cumulative >= rank:
+                if upper == float("inf"):
+                    return lower_bound
+                share = (rank - lower_count) / max(cumulative - lower_count, 1e-12)
+                return lower_bound + (upper - lower_bound) * share
+            lower_bound, lower_count = upper, cumulative
+        return lower_bound
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else float("nan")
+
+
+def parse_histogram(metrics_text: str, name: str) -> Histogram:
+    buckets: list[tuple[float, float]] = []
+    total = count = 0.0
+    for line in metrics_text.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(bound), float(line.split()[-1])))
+        elif line.startswith(f"{name}_sum"):
+            total = float(line.split()[-1])
+        elif line.startswith(f"{name}_count"):
+            count = float(line.split()[-1])
+    return Histogram(tuple(sorted(buckets)), total, count)
+
+
+# --- API requests, from the apiserver's audit log of the operator's own user ----------------
+
+
+@dataclass
+class RequestCounts:
+    """Requests the apiserver received, counted once each (by audit ID)."""
+
+    by_verb_resource: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    @property
+    def writes(self) -> int:
+        return sum(n for (verb, _), n in self.by_verb_resource.items() if verb in WRITE_VERBS)
+
+    @property
+    def reads(self) -> int:
+        return sum(n for (verb, _), n in self.by_verb_resource.items() if verb in READ_VERBS)
+
+    @property
+    def watches(self) -> int:
+        return sum(n for (verb, _), n in self.by_verb_resource.items() if verb == "watch")
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_verb_resource.values())
+
+    def table(self) -> list[tuple[str, str, int]]:
+        return sorted(
+            ((verb, resource, n) for (verb, resource), n in self.by_verb_resource.items()),
+            key=lambda row: (-row[2], row[0], row[1]),
+        )
+
+
+class AuditReader:
+    """Reads the audit log from a remembered offset: `window()` returns the requests that
+    started since the last call. A watch is logged when its response starts and again when
+    it ends; it counts once, when it started."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+        self._seen: set[str] = set()
+
+    def window(self) -> RequestCounts:
+        counts = RequestCounts()
+        if not self.path.exists():
+            return counts
+        with self.path.open("rb") as log:
+            log.seek(self.offset)
+            data = log.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        for line in complete.splitlines():
+            event: Mapping[str, object] = json.loads(line)
+            audit_id = str(event.get("auditID"))
+            if audit_id in self._seen:
+                continue
+            self._seen.add(audit_id)
+            ref = event.get("objectRef")
+            resource = "(non-resource)"
+            if isinstance(ref, Mapping):
+                resource = str(ref.get("resource", ""))
+                if ref.get("subresource"):
+                    resource += f"/{ref['subresource']}"
+            counts.by_verb_resource[(str(event.get("verb")), resource)] += 1
+        return counts
+
+
+# --- where the operator spends its time --------------------------------------------------------
+
+
+class MainThreadProfile:
+    """py-spy sampling one process for a bounded time; summarised as the share of the main
+    thread's samples (the asyncio event loop every reconcile shares) spent in each function."""
+
+    def __init__(self, pid: int, seconds: int, output: Path, rate: int = 20) -> None:
+        self.output = output
+        py_spy = Path(sys.executable).parent / "py-spy"
+        self.process = subprocess.Popen(
+            [str(py_spy), "record", "--pid", str(pid), "--duration", str(seconds),
+             "--rate", str(rate), "--format", "raw", "--idle", "--nonblocking",
+             "--output", str(output)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def summary(self, top: int = 10, timeout: float = 120) -> tuple[float, list[tuple[str, float]]]:
+        """(busy share of the main thread, [(function, share of busy samples)])."""
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if not self.output.exists():
+            return float("nan"), []
+        inclusive: Counter[str] = Counter()
+        total = idle = 0
+        for line in self.output.read_text().splitlines():
+            stack, _, count_text = line.rpartition(" ")
+            frames = stack.split(";")
+            # The main thread's stacks start at the interpreter's entry point.
+            if not frames or not frames[0].startswith("_run_module_as_main"):
+                continue
+            count = int(count_text)
+            total += count
+            if frames[-1].startswith(("EpollSelector.select", "select ")):
+                idle += count
+                continue
+            for frame in {f.split(" (", 1)[0] + " (" + f.split(" (", 1)[-1].split(":")[0] + ")"
+                          for f in frames}:  # fmt: skip
+                inclusive[frame] += count
+        busy = total - idle
+        if busy <= 0:
+            return 0.0, []
+        skip = ("asyncio/", "runpy", "click/", "kopf/_core/reactor/running", "cli/")
+        ranked = [
+            (frame, n / busy)
+            for frame, n in inclusive.most_common()
+            if not any(s in frame for s in skip)
+        ]
+        return busy / total, ranked[:top]
