@@ -206,6 +206,7 @@ def test_a_retry_is_a_job_of_its_own_labelled_with_its_attempt() -> None:
     )
     assert retry["metadata"]["labels"] == {**first["metadata"]["labels"], "slmops.io/attempt": "3"}
     assert retry["spec"]["template"]["metadata"]["labels"] == retry["metadata"]["labels"]
+    assert builds.verify_job_name("demo", "0123456789ab", 2) == "demo-0123456789ab-verify-attempt2"
     long_model = "m" * 60
     names = {builds.build_job_name(long_model, "int4", "0123456789ab", a) for a in (1, 2, 3)}
     assert len(names) == 3 and all(len(n) <= builds.MAX_NAME_LENGTH for n in names)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import socket
 import tarfile
 from pathlib import Path
 
 import httpx
 import pytest
 
+from slmops.optimize.build import exit_code_for, run_build
+from slmops.optimize.contract import TRANSIENT_REASONS, BuildRequest, ExitCode, Reason
 from slmops.optimize.source import (
     SourceError,
+    SourceUnreachableError,
     SourceVerificationError,
     directory_digest,
     directory_listing,
@@ -133,3 +137,60 @@ def test_oci_source_must_be_pinned_to_the_expected_digest(tmp_path: Path) -> Non
         fetch_source("oci://127.0.0.1:5000/models/demo:latest", expected, tmp_path)
     with pytest.raises(SourceVerificationError, match="pinned in the oci:// URI"):
         fetch_source(f"oci://127.0.0.1:5000/models/demo@sha256:{'b' * 64}", expected, tmp_path)
+
+
+def _closed_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_a_server_that_does_not_answer_is_unreachable_not_missing(tmp_path: Path) -> None:
+    """Unreachable (may pass on retry) is told apart from missing or refused (will not)."""
+    digest = "a" * 64
+    port = _closed_loopback_port()
+    with pytest.raises(SourceUnreachableError, match=f"127.0.0.1:{port}"):
+        fetch_source(f"oci://127.0.0.1:{port}/sources/x@sha256:{digest}", digest, tmp_path / "o")
+
+    def answer(status: int) -> httpx.MockTransport:
+        return httpx.MockTransport(lambda request: httpx.Response(status))
+
+    for status in (502, 503, 429):
+        with pytest.raises(SourceUnreachableError, match=f"HTTP {status}"):
+            fetch_source("https://example.test/m.onnx", digest, tmp_path, transport=answer(status))
+    for status in (404, 403):
+        with pytest.raises(SourceError, match=f"HTTP {status}") as raised:
+            fetch_source("https://example.test/m.onnx", digest, tmp_path, transport=answer(status))
+        assert not isinstance(raised.value, SourceUnreachableError)
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with pytest.raises(SourceUnreachableError, match="ConnectError"):
+        fetch_source(
+            "https://example.test/m.onnx", digest, tmp_path, transport=httpx.MockTransport(refuse)
+        )
+
+
+def test_verifying_a_source_whose_registry_is_down_is_a_transient_failure(
+    tmp_path: Path,
+) -> None:
+    port = _closed_loopback_port()
+    digest = "b" * 64
+    request = BuildRequest.model_validate(
+        {
+            "revision": "r1",
+            "model": "m",
+            "source": {
+                "uri": f"oci://127.0.0.1:{port}/sources/m@sha256:{digest}",
+                "sha256": digest,
+            },
+            "image": {"registry": f"127.0.0.1:{port}", "repository": "models/m", "insecure": True},
+        }
+    )
+    result = run_build(request, tmp_path, verify_only=True)
+    assert (result.phase, result.reason) == ("Failed", Reason.SOURCE_UNREACHABLE)
+    assert result.reason in TRANSIENT_REASONS
+    assert f"127.0.0.1:{port}" in result.message
+    assert exit_code_for(result) == ExitCode.RETRYABLE

@@ -377,3 +377,60 @@ def test_a_spec_edit_after_transient_failures_starts_again_from_the_first_attemp
     assert plan.create == []
     gone = _int4([], previous=plan.status, generation=2)
     assert gone.create == [JobToCreate("build", "int4")]
+
+
+SOURCE_DOWN = JobReport(
+    "Failed",
+    "SourceUnreachable",
+    "source oci://127.0.0.1:5000/sources/demo@sha256:aaa: registry 127.0.0.1:5000 is unreachable",
+)
+
+
+def _verify_attempt(attempt: int, state: str, report: JobReport | None, **kw: Any) -> ObservedJob:
+    return ObservedJob(
+        name=f"demo-{REV}-verify" + (f"-attempt{attempt}" if attempt > 1 else ""),
+        role="verify",
+        revision=REV,
+        variant=None,
+        state=state,  # type: ignore[arg-type]
+        report=report,
+        generation=kw.pop("generation", 1),
+        finished_at=kw.pop("finished_at", NOW),
+        attempt=attempt,
+    )
+
+
+def test_a_source_server_that_does_not_answer_is_retried_not_failed() -> None:
+    first = _verify_attempt(1, "Failed", SOURCE_DOWN)
+    waiting = _plan([first])
+    assert _cond(waiting, "SourceVerified") == ("Unknown", "SourceUnreachable")
+    assert _cond(waiting, "Ready") == ("False", "SourceUnreachable")
+    assert _cond(waiting, "Reconciling") == ("True", "Retrying")
+    assert _cond(waiting, "Stalled") == ("False", "Progressing")
+    assert waiting.status.phase == "Building" and waiting.create == []
+    assert [v.reason for v in waiting.status.variants] == ["WaitingForSource"] * 2
+    assert [e.reason for e in waiting.events if e.type == "Warning"] == ["SourceUnreachable"]
+    retry = _plan([first], previous=waiting.status, now=NOW + retry_delay(1))
+    assert retry.create == [JobToCreate("verify", attempt=2)]
+    verified = _plan(
+        [first, _verify_attempt(2, "Succeeded", JobReport("Verified", "SourceVerified", "ok"))],
+        previous=retry.status,
+    )
+    assert _cond(verified, "SourceVerified") == ("True", "SourceVerified")
+    assert verified.create == [JobToCreate("build", "int4"), JobToCreate("build", "fp16")]
+
+
+def test_a_source_that_stays_unreachable_fails_after_the_last_attempt() -> None:
+    jobs = [
+        _verify_attempt(a, "Failed", SOURCE_DOWN, finished_at=NOW - timedelta(hours=1))
+        for a in range(1, MAX_BUILD_ATTEMPTS + 1)
+    ]
+    plan = _plan(jobs)
+    assert _cond(plan, "SourceVerified") == ("False", "SourceUnreachable")
+    assert _cond(plan, "Stalled") == ("True", "SourceUnreachable")
+    assert plan.create == [] and not plan.in_progress
+    # A missing source is not a transient failure: not retried by itself.
+    missing = JobReport("Failed", "SourceUnavailable", "source file:///x does not exist")
+    plan = _plan([_verify_attempt(1, "Failed", missing, finished_at=NOW - timedelta(hours=1))])
+    assert _cond(plan, "SourceVerified") == ("False", "SourceUnavailable")
+    assert plan.create == []

@@ -127,13 +127,14 @@ async def _carry_out(
         await _writer.delete(model.namespace, name)
     for wanted in plan.create:
         if wanted.role == "verify":
-            job_name = verify_job_name(model.name, revision)
+            job_name = verify_job_name(model.name, revision, wanted.attempt)
             job = verify_job(
                 model=model,
                 spec=spec,
                 revision=revision,
                 request_json=_request_json(model.name, spec, revision, None),
                 settings=settings,
+                attempt=wanted.attempt,
             )
         else:
             variant = next(v for v in spec.variants if v.name == wanted.variant)

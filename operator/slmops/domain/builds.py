@@ -92,10 +92,13 @@ def build_job_name(model_name: str, variant_name: str, revision: str, attempt: i
     return bounded_name(model_name, variant_name, revision, f"attempt{attempt}")
 
 
-def verify_job_name(model_name: str, revision: str) -> str:
+def verify_job_name(model_name: str, revision: str, attempt: int = 1) -> str:
     # The revision before the role: a build name ends in hex, this one in "verify", so a
-    # variant called "verify" cannot collide with it.
-    return bounded_name(model_name, revision, "verify")
+    # variant called "verify" cannot collide with it (nor can their retries: a build
+    # retry's name has the revision, hex, where this one has "verify").
+    if attempt <= 1:
+        return bounded_name(model_name, revision, "verify")
+    return bounded_name(model_name, revision, "verify", f"attempt{attempt}")
 
 
 def artifact_tag(variant_name: str, revision: str) -> str:
@@ -292,10 +295,12 @@ def verify_job(
     revision: str,
     request_json: str,
     settings: BuilderSettings,
+    attempt: int = 1,
 ) -> dict[str, Any]:
-    """The Job that fetches the source and checks its sha256, before any build exists."""
+    """The Job that fetches the source and checks its sha256, before any build exists
+    (`attempt` > 1: a retry after the source's server did not answer)."""
     return _job(
-        name=verify_job_name(model.name, revision),
+        name=verify_job_name(model.name, revision, attempt),
         model=model,
         spec=spec,
         revision=revision,
@@ -303,6 +308,7 @@ def verify_job(
         variant=None,
         request_json=request_json,
         settings=settings,
+        attempt=attempt,
     )
 
 

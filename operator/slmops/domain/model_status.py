@@ -13,11 +13,13 @@ Semantics:
   password would otherwise loop forever); editing the spec (a new generation, e.g. pointing at a
   fixed Secret) retries the failed ones. Rejected is a verdict, not a failure: it is kept.
 - The exception is a transient failure (contract.TRANSIENT_REASONS: the registry or the
-  source's server unreachable): the outage is reported as it happens (Ready=False with the
-  build's reason and message, which name the host; Reconciling=True), and a Job that failed
-  with it is followed by a new attempt, a Job of its own, after a delay that doubles each time
-  (RETRY_DELAY_SECONDS), at most MAX_BUILD_ATTEMPTS Jobs per variant and revision. Only then is
-  the variant Failed, and a spec edit retries it as any other failure.
+  source's server not answering): the outage is reported as it happens (Ready=False with the
+  Job's reason and message, which name the host; Reconciling=True, Stalled=False), and a Job
+  that failed with it is followed by a new attempt, a Job of its own, after a delay that
+  doubles each time (RETRY_DELAY_SECONDS), at most MAX_BUILD_ATTEMPTS Jobs per variant (or
+  per source verification) and revision. Only then is it Failed, and a spec edit retries it
+  as any other failure. A build that reached the registry never referenced anything before
+  its manifest was stored, so no status names a half-pushed artifact.
 - Ready is True when the source is verified, every build has finished, none failed and at least
   one variant qualified. VariantsQualified is False when any variant was rejected, with the
   budgets it broke; a rejected variant is never deployed, the qualified ones are.
@@ -154,47 +156,6 @@ def _job_failure_text(job: ObservedJob) -> tuple[str, str]:
     return ("BuildFailed", f"{base}: {job.failure_message or 'see the pod log'}.")
 
 
-def _verification(
-    spec: SLMModelSpec,
-    revision: str,
-    previous: SLMModelStatus,
-    job: ObservedJob | None,
-    now: datetime,
-) -> tuple[_Verification, bool]:
-    """The SourceVerified verdict and whether a verify Job must be created."""
-    previously = cond.find(previous.conditions, "SourceVerified")
-    if (
-        job is None
-        and previous.revision == revision
-        and previously is not None
-        and previously.status == "True"
-    ):
-        # Verified earlier for this very revision; its Job may have been cleaned up.
-        return _Verification("True", previously.reason, previously.message), False
-    if job is None:
-        return _Verification(
-            "Unknown", "Verifying", f"Fetching {spec.source.uri} to check its sha256."
-        ), True
-    if job.report is not None and job.report.phase == "Verified":
-        return _Verification(
-            "True",
-            "SourceVerified",
-            job.report.message or f"{spec.source.uri} matches sha256 {spec.source.sha256}.",
-        ), False
-    if job.report is not None and job.report.phase == "Failed":
-        return _Verification(
-            "False", job.report.reason or "SourceUnavailable", job.report.message
-        ), False
-    if job.state == "Active" or _is_finished_without_report(job, now):
-        return _Verification(
-            "Unknown", "Verifying", f"Job {job.name} is fetching the source to check its sha256."
-        ), False
-    reason, message = _job_failure_text(job)
-    return _Verification(
-        "False", "SourceUnavailable" if reason == "BuildFailed" else reason, message
-    ), False
-
-
 def retry_delay(attempt: int) -> timedelta:
     """How long after build attempt `attempt` failed transiently the next one starts."""
     seconds = RETRY_DELAY_SECONDS * 2 ** max(0, attempt - 1)
@@ -214,36 +175,99 @@ def _transient_failure(job: ObservedJob) -> JobReport | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Retry:
+    """What to do about a Job that failed transiently."""
+
+    message: str
+    next_attempt: int | None = None
+    """Create this attempt now."""
+    gave_up: bool = False
+
+
+def _retry(job: ObservedJob, report: JobReport, now: datetime, what: str) -> _Retry:
+    """A Job that failed transiently: retried by its own pods while it is active, then by a
+    new Job after a delay, at most MAX_BUILD_ATTEMPTS Jobs; then given up."""
+    failure = report.message.rstrip(".")
+    if job.state == "Active":
+        return _Retry(f"{failure}; Job {job.name} tries again.")
+    if job.attempt >= MAX_BUILD_ATTEMPTS:
+        return _Retry(
+            f"{failure}; gave up after {job.attempt} {what} attempts. Editing the spec retries.",
+            gave_up=True,
+        )
+    following = job.attempt + 1
+    due = (job.finished_at or now) + retry_delay(job.attempt)
+    tried = f"{failure}; {what} attempt {job.attempt} of {MAX_BUILD_ATTEMPTS} failed"
+    if now < due:
+        return _Retry(f"{tried}, attempt {following} starts at {cond.now_rfc3339(due)}.")
+    return _Retry(f"{tried}, attempt {following} is starting.", next_attempt=following)
+
+
 def _retrying(
     name: str, revision: str, job: ObservedJob, report: JobReport, now: datetime
 ) -> tuple[VariantStatus, JobToCreate | None]:
-    """A build that failed transiently: retried by its own Job's pods, then by a new Job after
-    a delay, at most MAX_BUILD_ATTEMPTS Jobs; then Failed."""
-    failed = VariantStatus(
-        name=name, revision=revision, build_job=job.name, phase="Building", reason=report.reason
+    """A variant whose build failed transiently: Building while it is retried, then Failed."""
+    step = _retry(job, report, now, "build")
+    variant = VariantStatus(
+        name=name,
+        revision=revision,
+        build_job=job.name,
+        phase="Failed" if step.gave_up else "Building",
+        reason=report.reason,
+        message=step.message,
     )
-    what = report.message.rstrip(".")
-    if job.state == "Active":
-        # The Job's next pod (spec.build.backoffLimit) tries again; nothing to create.
-        message = f"{what}; Job {job.name} tries again."
-        return failed.model_copy(update={"message": message}), None
-    if job.attempt >= MAX_BUILD_ATTEMPTS:
-        message = (
-            f"{what}; gave up after {job.attempt} build attempts. Editing the spec retries the "
-            "build."
-        )
-        return failed.model_copy(update={"phase": "Failed", "message": message}), None
-    following = job.attempt + 1
-    due = (job.finished_at or now) + retry_delay(job.attempt)
-    tried = f"{what}; build attempt {job.attempt} of {MAX_BUILD_ATTEMPTS} failed"
-    if now < due:
-        message = f"{tried}, attempt {following} starts at {cond.now_rfc3339(due)}."
-        return failed.model_copy(update={"message": message}), None
-    message = f"{tried}, attempt {following} is starting."
-    return (
-        failed.model_copy(update={"message": message}),
-        JobToCreate("build", name, attempt=following),
-    )
+    if step.next_attempt is None:
+        return variant, None
+    return variant, JobToCreate("build", name, attempt=step.next_attempt)
+
+
+def _verification(
+    spec: SLMModelSpec,
+    revision: str,
+    previous: SLMModelStatus,
+    job: ObservedJob | None,
+    now: datetime,
+) -> tuple[_Verification, JobToCreate | None]:
+    """The SourceVerified verdict and the verify Job to create, if one is needed."""
+    previously = cond.find(previous.conditions, "SourceVerified")
+    if (
+        job is None
+        and previous.revision == revision
+        and previously is not None
+        and previously.status == "True"
+    ):
+        # Verified earlier for this very revision; its Job may have been cleaned up.
+        return _Verification("True", previously.reason, previously.message), None
+    if job is None:
+        return _Verification(
+            "Unknown", "Verifying", f"Fetching {spec.source.uri} to check its sha256."
+        ), JobToCreate("verify")
+    if job.report is not None and job.report.phase == "Verified":
+        return _Verification(
+            "True",
+            "SourceVerified",
+            job.report.message or f"{spec.source.uri} matches sha256 {spec.source.sha256}.",
+        ), None
+    transient = _transient_failure(job)
+    if transient is not None:
+        step = _retry(job, transient, now, "verify")
+        again = JobToCreate("verify", attempt=step.next_attempt) if step.next_attempt else None
+        return _Verification(
+            "False" if step.gave_up else "Unknown", transient.reason, step.message
+        ), again
+    if job.report is not None and job.report.phase == "Failed":
+        return _Verification(
+            "False", job.report.reason or "SourceUnavailable", job.report.message
+        ), None
+    if job.state == "Active" or _is_finished_without_report(job, now):
+        return _Verification(
+            "Unknown", "Verifying", f"Job {job.name} is fetching the source to check its sha256."
+        ), None
+    reason, message = _job_failure_text(job)
+    return _Verification(
+        "False", "SourceUnavailable" if reason == "BuildFailed" else reason, message
+    ), None
 
 
 def _variant_from_job(
@@ -359,10 +383,19 @@ def _events(
                     "Warning", verification.reason, f"Source not verified: {verification.message}"
                 )
             )
+    if (
+        verification.status == "Unknown"
+        and verification.reason in TRANSIENT_REASONS
+        and (before is None or before.reason != verification.reason)
+    ):
+        events.append(ModelEvent("Warning", verification.reason, f"Source: {verification.message}"))
     for job in created:
         if job.role == "verify":
+            again = f" (attempt {job.attempt} of {MAX_BUILD_ATTEMPTS})" if job.attempt > 1 else ""
             events.append(
-                ModelEvent("Normal", "VerifyingSource", "Started a Job to verify the source.")
+                ModelEvent(
+                    "Normal", "VerifyingSource", f"Started a Job to verify the source{again}."
+                )
             )
         elif job.attempt > 1:
             events.append(
@@ -446,23 +479,25 @@ def plan_model(
         if observed.role == "build" and observed.variant:
             attempts.setdefault(observed.variant, []).append(observed)
     latest = {v: max(found, key=lambda j: j.attempt) for v, found in attempts.items()}
-    # A spec edit retries a failed variant from its first attempt: all its Jobs go.
+    verifies = [j for j in current if j.role == "verify"]
+    latest_verify = max(verifies, key=lambda j: j.attempt) if verifies else None
+    # A spec edit retries a failure from its first attempt: all the Jobs of that step go.
     stale_variants = {v for v, newest in latest.items() if is_stale_failure(newest)}
+    stale_verify = latest_verify is not None and is_stale_failure(latest_verify)
     retry = [
         j
         for j in current
-        if (j.role == "verify" and is_stale_failure(j))
+        if (j.role == "verify" and stale_verify)
         or (j.role == "build" and j.variant in stale_variants)
     ]
     delete.extend(j.name for j in retry)
     retried = {j.name for j in retry}
-    live = [j for j in current if j.name not in retried]
 
-    verify = next((j for j in live if j.role == "verify"), None)
+    verify = latest_verify if latest_verify is not None and not stale_verify else None
     waiting_for_deletion = verify is None and any(j.role == "verify" for j in retry)
-    verification, create_verify = _verification(spec, revision, previous, verify, now)
-    if create_verify and not waiting_for_deletion:
-        create.append(JobToCreate("verify"))
+    verification, wanted_verify = _verification(spec, revision, previous, verify, now)
+    if wanted_verify is not None and not waiting_for_deletion:
+        create.append(wanted_verify)
 
     builds = {v: newest for v, newest in latest.items() if newest.name not in retried}
     previous_variants = {v.name: v for v in previous.variants}
@@ -543,6 +578,7 @@ def plan_model(
     failed = _summary(variants, "Failed")
     building = [v for v in variants if v.phase in ("Pending", "Building")]
     retrying = [v for v in building if v.reason in TRANSIENT_REASONS]
+    verify_retrying = verification.status == "Unknown" and verification.reason in TRANSIENT_REASONS
     finished = len(variants) - len(building)
     total = len(variants)
 
@@ -589,8 +625,11 @@ def plan_model(
         ready = ("False", verification.reason, verification.message)
         stalled = (verification.reason, verification.message)
         phase = "Failed"
-    elif retrying:
+    elif verify_retrying:
         # Not ready, and why, while it lasts: the outage is named, not left as "Building".
+        ready = ("False", verification.reason, verification.message)
+        phase = "Building"
+    elif retrying:
         ready = ("False", _one_reason(retrying, "BuildsRetrying"), _describe(retrying))
         phase = "Building"
     elif building or verification.status == "Unknown":
@@ -616,7 +655,14 @@ def plan_model(
         ready = ("True", "Qualified", message)
         phase = "Ready"
     put("Ready", *ready)
-    if in_progress and retrying:
+    if in_progress and verify_retrying:
+        put(
+            "Reconciling",
+            "True",
+            "Retrying",
+            f"Revision {revision}: retrying the source's verification after a transient failure.",
+        )
+    elif in_progress and retrying:
         put(
             "Reconciling",
             "True",

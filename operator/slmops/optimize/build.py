@@ -53,6 +53,7 @@ from slmops.optimize.packaging import (
 from slmops.optimize.source import (
     FetchedSource,
     SourceError,
+    SourceUnreachableError,
     SourceVerificationError,
     fetch_source,
 )
@@ -423,6 +424,8 @@ def _fetch(request: BuildRequest, work_dir: Path) -> FetchedSource:
         )
     except SourceVerificationError as exc:
         raise BuildStoppedError(Reason.SOURCE_DIGEST_MISMATCH, str(exc)) from exc
+    except SourceUnreachableError as exc:
+        raise BuildStoppedError(Reason.SOURCE_UNREACHABLE, str(exc)) from exc
     except SourceError as exc:
         raise BuildStoppedError(Reason.SOURCE_UNAVAILABLE, str(exc)) from exc
 

@@ -31,6 +31,7 @@ class Reason:
     SOURCE_VERIFIED = "SourceVerified"
     SOURCE_DIGEST_MISMATCH = "SourceDigestMismatch"
     SOURCE_UNAVAILABLE = "SourceUnavailable"
+    SOURCE_UNREACHABLE = "SourceUnreachable"
     REGISTRY_AUTH_FAILED = "RegistryAuthFailed"
     REGISTRY_UNAVAILABLE = "RegistryUnavailable"
     BUDGETS_MET = "BudgetsMet"
@@ -67,9 +68,10 @@ PERMANENT_REASONS = frozenset(
 )
 
 
-TRANSIENT_REASONS = frozenset({Reason.REGISTRY_UNAVAILABLE, Reason.SOURCE_UNAVAILABLE})
-"""Failures of something outside the build that comes back by itself (the registry, the
-source's server): the controller retries the build a bounded number of times, later."""
+TRANSIENT_REASONS = frozenset({Reason.REGISTRY_UNAVAILABLE, Reason.SOURCE_UNREACHABLE})
+"""Failures of a server outside the build that may come back by itself (the registry, the
+source's server not answering or failing): the controller runs the Job again a bounded number
+of times, later. A missing source or refused credentials are not among them."""
 
 
 class BuildRequest(ApiModel):

@@ -28,6 +28,7 @@ from slmops.adapters.oci import (
     Reference,
     RegistryClient,
     RegistryError,
+    RegistryUnavailableError,
     pull_artifact,
 )
 
@@ -38,6 +39,11 @@ _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
 class SourceError(Exception):
     """The source could not be fetched (missing, unreachable, unsupported, too large)."""
+
+
+class SourceUnreachableError(SourceError):
+    """The source's server (a registry, a web server) did not answer or failed: it may well
+    answer later, unlike a source that is missing or refused."""
 
 
 class SourceVerificationError(SourceError):
@@ -147,6 +153,8 @@ def _fetch_https(
             httpx.Client(follow_redirects=True, timeout=60.0, transport=transport) as http,
             http.stream("GET", uri) as response,
         ):
+            if response.status_code >= 500 or response.status_code == 429:
+                raise SourceUnreachableError(f"source {uri}: HTTP {response.status_code}")
             if response.status_code != 200:
                 raise SourceError(f"source {uri}: HTTP {response.status_code}")
             declared = int(response.headers.get("Content-Length") or 0)
@@ -161,7 +169,8 @@ def _fetch_https(
                     out.write(chunk)
     except httpx.HTTPError as exc:
         partial.unlink(missing_ok=True)
-        raise SourceError(f"source {uri} cannot be downloaded ({type(exc).__name__})") from None
+        failure = SourceUnreachableError if isinstance(exc, httpx.TransportError) else SourceError
+        raise failure(f"source {uri} cannot be downloaded ({type(exc).__name__})") from None
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -213,7 +222,10 @@ def _fetch_oci(
     except RegistryError as exc:
         if dest.exists():
             shutil.rmtree(dest)
-        raise SourceError(f"source {uri}: {exc}") from exc
+        failure = (
+            SourceUnreachableError if isinstance(exc, RegistryUnavailableError) else SourceError
+        )
+        raise failure(f"source {uri}: {exc}") from exc
     finally:
         if own_client:
             registry.close()
