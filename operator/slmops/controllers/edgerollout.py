@@ -43,6 +43,7 @@ from slmops.api.v1alpha1.common import API_VERSION, GROUP, VERSION
 from slmops.api.v1alpha1.edgerollout import EdgeRolloutSpec, EdgeRolloutStatus, Measurement
 from slmops.controllers import rollout_metrics
 from slmops.controllers.firstsight import acknowledge_generation
+from slmops.controllers.fleet_view import FleetView
 from slmops.domain import conditions as cond
 from slmops.domain.placement import FleetNode
 from slmops.domain.rollout import (
@@ -84,6 +85,7 @@ RolloutKey = tuple[str, str]
 _wakers: dict[RolloutKey, asyncio.Event] = {}
 _prometheus: dict[str, PrometheusClient] = {}
 _writer: KubeWriter | None = None
+_fleet = FleetView()
 
 
 def runtime_image() -> str:
@@ -130,7 +132,9 @@ def wake(namespace: str, name: str) -> None:
 async def fleet_nodes(
     *, name: str, labels: kopf.Labels, status: kopf.Status, **_: Any
 ) -> dict[str, FleetNode]:
-    return {name: fleet_node(name, labels, status)}
+    node = fleet_node(name, labels, status)
+    _fleet.observe(node)
+    return {name: node}
 
 
 @kopf.index("pods", labels={ROLLOUT_LABEL: kopf.PRESENT, MANAGED_BY_LABEL: MANAGED_BY})
@@ -321,7 +325,16 @@ async def reconcile(  # noqa: PLR0917 -- internal steps of one reconcile
     model_body = _one(models_index, (namespace, spec.model.name))
     model = model_view(model_body, spec.model.revision)
     pods = list(pods_index.get((namespace, name), []))
-    nodes = [node for store in nodes_index.values() for node in store]
+    fleet = _fleet.matching(spec.fleet.selector, nodes_index)
+    # Nodes the status names that the selector no longer matches (relabelled mid-rollout)
+    # are still looked up by the decision, as they were when it read the whole index.
+    in_fleet = {node.name for node in fleet}
+    nodes = fleet + [
+        node
+        for known in status.nodes
+        if known.node not in in_fleet
+        for node in nodes_index.get(known.node, ())
+    ]
     world = World(
         now=datetime.now(UTC),
         generation=generation,
