@@ -18,8 +18,9 @@ Semantics:
   that failed with it is followed by a new attempt, a Job of its own, after a delay that
   doubles each time (RETRY_DELAY_SECONDS), at most MAX_BUILD_ATTEMPTS Jobs per variant (or
   per source verification) and revision. Only then is it Failed, and a spec edit retries it
-  as any other failure. A build that reached the registry never referenced anything before
-  its manifest was stored, so no status names a half-pushed artifact.
+  as any other failure. An artifact enters the status only from a build's result, written
+  after the registry stored its manifest (which the registry accepts only once every blob is
+  there), so no status names a half-pushed artifact.
 - Ready is True when the source is verified, every build has finished, none failed and at least
   one variant qualified. VariantsQualified is False when any variant was rejected, with the
   budgets it broke; a rejected variant is never deployed, the qualified ones are.
