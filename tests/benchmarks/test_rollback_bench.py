@@ -17,8 +17,6 @@ Writes docs/benchmarks.md, section "Rollout decisions and rollback".
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import tempfile
 import time
@@ -28,18 +26,17 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from slmops.adapters.kubernetes import load_api_client
 from slmops.testbed.processes import free_port
 from slmops.testbed.testbed import FleetSpec, Testbed, prometheus_query
 from tests.serving.benchmark_report import machine_description, write_section
+from tests.support import played_model
 from tests.support.operator import OperatorProcess
+from tests.support.synthetic_metrics import SyntheticGauge
 
 pytestmark = pytest.mark.benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
 NODES_PER_CLASS = 25
 INTERVAL_SECONDS = 2
 ROLLBACK_TARGET_SECONDS = 10.0
@@ -64,89 +61,14 @@ def bed() -> Iterator[Testbed]:
         shutil.rmtree(state, ignore_errors=True)
 
 
-class BreachGauge:
-    """A metrics endpoint of the benchmark's own, scraped by the testbed's Prometheus."""
-
-    def __init__(self, bed: Testbed) -> None:
-        self.registry = CollectorRegistry()
-        self.gauge = Gauge(
-            "slmops_bench_breach", "1 once the benchmark breaches", registry=self.registry
-        )
-        self.port = free_port()
-        server, thread = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
-        self._server = server
-        self._thread = thread
-        self.target_file = bed.state_dir / "prometheus" / "targets" / "bench.json"
-        self.target_file.write_text(
-            json.dumps([{"targets": [f"127.0.0.1:{self.port}"], "labels": {"bench": "rollback"}}])
-        )
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self.target_file.unlink(missing_ok=True)
-
-
-def _apply(bed: Testbed, manifest: dict[str, Any]) -> None:
-    bed.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=yaml.safe_dump(manifest))
-
-
 def _publish(bed: Testbed, current: str, history: list[str]) -> None:
-    def artifact(revision: str, variant: str) -> str:
-        # Virtual pods pull nothing; the reference only has to be well-formed.
-        digest = hashlib.sha256(f"{revision}/{variant}".encode()).hexdigest()
-        return f"127.0.0.1:5000/bench/{variant}@sha256:{digest}"
-
-    status = {
-        "phase": "Ready",
-        "revision": current,
-        "conditions": [
-            {"type": "Ready", "status": "True", "reason": "VariantsQualified",
-             "message": "benchmark plays the model controller",
-             "lastTransitionTime": "2026-01-01T00:00:00Z"}
-        ],
-        "variants": [
-            {"name": v, "phase": "Qualified", "revision": current,
-             "artifact": artifact(current, v), "sizeBytes": 1_000_000}
-            for v in VARIANTS
-        ],
-        "revisions": [
-            {"revision": r, "variants": {v: artifact(r, v) for v in VARIANTS},
-             "sizes": dict.fromkeys(VARIANTS, 1_000_000)}
-            for r in [current, *history]
-        ],
-    }  # fmt: skip
-    bed.kubectl(
-        "-n", NAMESPACE, "patch", "slmmodel", MODEL, "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": status}),
-    )  # fmt: skip
+    played_model.publish(bed, NAMESPACE, MODEL, list(VARIANTS), MODEL, current, history)
 
 
 def _setup(bed: Testbed) -> None:
-    bed.kubectl("apply", "-f", str(ROOT / "crds"))
-    bed.kubectl("wait", "--for", "condition=established", "crd", "--all", "--timeout=60s")
-    bed.kubectl("create", "namespace", NAMESPACE)
-    deadline = time.monotonic() + 30
-    while bed.kubectl("-n", NAMESPACE, "get", "sa", "default", check=False).returncode:
-        assert time.monotonic() < deadline, "service account default never appeared"
-        time.sleep(0.2)
-    _apply(
-        bed,
-        {
-            "apiVersion": "slmops.io/v1alpha1",
-            "kind": "SLMModel",
-            "metadata": {"name": MODEL},
-            "spec": {
-                "source": {"uri": "file:///bench", "sha256": "0" * 64},
-                "variants": [
-                    {"name": v, "target": {
-                        "nodeSelector": {"matchLabels": {"slmops.io/hardware-class": c}},
-                        "hardwareClass": c}}
-                    for v, c in VARIANTS.items()
-                ],
-                "image": {"registry": "127.0.0.1:5000", "repository": "bench", "insecure": True},
-            },
-        },
-    )  # fmt: skip
+    played_model.install_crds(bed)
+    played_model.create_namespace(bed, NAMESPACE)
+    played_model.create_model(bed, NAMESPACE, MODEL, VARIANTS, repository=MODEL)
 
 
 def _rollout(bed: Testbed) -> dict[str, Any]:
@@ -243,12 +165,13 @@ def test_decision_within_one_interval_and_rollback_of_50_nodes_within_10_s(
             "PYTHONWARNINGS": "ignore",
         },
     )
-    breach = BreachGauge(bed)
+    breach = SyntheticGauge(bed, "slmops_bench_breach", "1 once the benchmark breaches", ["bench"])
+    breach.set(0, bench="rollback")
     api = load_api_client(str(bed.kubeconfig))
     operator.start()
     try:
         _publish(bed, STABLE, [])
-        _apply(bed, _rollout(bed))
+        played_model.apply(bed, NAMESPACE, _rollout(bed))
         _until("the first rollout on 50 nodes",
                lambda: len(_serving(api).get(STABLE, ())) == nodes
                and _status(api).get("phase") == "Healthy", 180, every=0.5)  # fmt: skip
@@ -263,7 +186,7 @@ def test_decision_within_one_interval_and_rollback_of_50_nodes_within_10_s(
                and (_status(api).get("waves") or [{}])[0].get("successful", 0) >= 1,
                180, every=0.5)  # fmt: skip
 
-        breach.gauge.set(1)
+        breach.set(1, bench="rollback")
         visible = _until(
             "the breach to be visible in Prometheus",
             lambda: (prometheus_query(bed.prometheus_url,
