@@ -13,10 +13,11 @@ by new Jobs (one per attempt, never duplicated), and once the registry is back t
 becomes Ready with an artifact that verifies.
 
 Rollout: the registry goes away as the canary's first wave starts. The node cannot pull the
-new revision, so it is skipped after nodeTimeoutSeconds; the wave's analysis finds no sample
-of the canary, which is never a pass: the rollout pauses in wave 0 and every other node keeps
-serving stable. Once the registry is back the server starts, the node reports Updated, and
-after `slmops resume` the rollout finishes.
+new revision, so it is skipped after nodeTimeoutSeconds; with every node of the wave skipped
+nothing serves the canary and nothing is measured, which is never a pass: the rollout pauses
+in wave 0 and every other node keeps serving stable. Once the registry is back the server
+starts and the node reports Updated; the pause stays (the wave was never measured), and
+`slmops promote`, as the status says, finishes the rollout on the next wave's analysis.
 
 Prometheus stopped during a build is not tested: builds never talk to Prometheus.
 """
