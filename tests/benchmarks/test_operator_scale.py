@@ -30,9 +30,11 @@ import os
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -130,6 +132,9 @@ def test_operator_at_5000_nodes_and_200_rollouts(tmp_path: Path) -> None:
 class Breach:
     flipped: float | None = None
     visible: float | None = None
+    visible_wall: float | None = None
+    decided_stamp: float | None = None
+    """The operator's own abort time (status.abort.at, second precision), epoch seconds."""
     decided: float | None = None
     status_complete: float | None = None
     pods_back: float | None = None
@@ -172,13 +177,14 @@ def run_shape(shape: Shape, tmp_path: Path) -> None:
     )
     operator: OperatorProcess | None = None
     gauge: SyntheticGauge | None = None
+    visibility: VisibilityWatch | None = None
     started = time.monotonic()
     bed.up()
     try:
         admin = load_api_client(str(bed.kubeconfig))
         _until("every node Ready", lambda: _ready_nodes(admin) == shape.nodes, 600, every=5)
         figures.nodes_ready_seconds = time.monotonic() - started
-        slices = _label_slices(bed, admin, shape)
+        slices = _label_slices(admin, shape)
         _setup(bed)
         gauge = SyntheticGauge(bed, GAUGE, "slice", "scale")
         for name in slices:
@@ -232,13 +238,14 @@ def run_shape(shape: Shape, tmp_path: Path) -> None:
         publish_model(bed, NAMESPACE, MODEL, CANARY, [STABLE], list(VARIANTS))
         canary_started = time.monotonic()
         profile = MainThreadProfile(pid, PROFILE_SECONDS, tmp_path / "operator-profile.txt")
+        visibility = VisibilityWatch(bed, breached)
         measured_at: dict[tuple[str, int], set[str]] = defaultdict(set)
         waves_started: dict[str, int] = {}
         deadline = canary_started + shape.canary_timeout
         while True:
             assert time.monotonic() < deadline, _progress(admin, breached)
             rollouts = _list_rollouts(admin)
-            _follow(rollouts, breached, gauge, measured_at, waves_started, bed, admin)
+            _follow(rollouts, breached, gauge, measured_at, waves_started, admin)
             done = all(
                 _healthy_on(r, CANARY) for r in rollouts if r["metadata"]["name"] not in breached
             ) and all(b.pods_back is not None for b in breached.values())
@@ -246,6 +253,7 @@ def run_shape(shape: Shape, tmp_path: Path) -> None:
                 break
             time.sleep(shape.poll_seconds)
         figures.canary_seconds = time.monotonic() - canary_started
+        visibility.close()
         _mark(figures, "canary rollout", audit, pid, cpu_at, clock)
         figures.waves_started = sum(waves_started.values())
         figures.healthy_on_canary = sum(1 for r in rollouts if _healthy_on(r, CANARY))
@@ -259,6 +267,8 @@ def run_shape(shape: Shape, tmp_path: Path) -> None:
         ).text
         figures.load_end = os.getloadavg()
     finally:
+        if visibility is not None:
+            visibility.close()
         if operator is not None:
             operator.stop()
         if gauge is not None:
@@ -292,7 +302,6 @@ def _follow(
     gauge: SyntheticGauge,
     measured_at: dict[tuple[str, int], set[str]],
     waves_started: dict[str, int],
-    bed: Testbed,
     admin: Any,
 ) -> None:
     now = time.monotonic()
@@ -320,6 +329,7 @@ def _follow(
             breach.flipped = now
         if breach.decided is None and status.get("abort"):
             breach.decided = now
+            breach.decided_stamp = _parse_time(status["abort"]["at"]).timestamp()
             breach.touched = {
                 n["node"]
                 for n in status.get("nodes", [])
@@ -331,11 +341,34 @@ def _follow(
             serving = _serving(admin, name)
             if breach.touched <= serving.get(STABLE, set()) and not serving.get(CANARY):
                 breach.pods_back = time.monotonic()
-    if any(b.flipped is not None and b.visible is None for b in breached.values()):
-        for series in prometheus_query(bed.prometheus_url, f"{GAUGE} == 1"):
-            breach = breached.get(series["metric"].get("slice", ""))
-            if breach is not None and breach.visible is None:
-                breach.visible = now
+
+
+class VisibilityWatch:
+    """When each breached series first reads 1 in Prometheus: polled every 0.2 s in a thread
+    of its own, so the benchmark's slower status polling does not blur it."""
+
+    def __init__(self, bed: Testbed, breached: dict[str, Breach]) -> None:
+        self.bed = bed
+        self.breached = breached
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.2):
+            try:
+                series = prometheus_query(self.bed.prometheus_url, f"{GAUGE} == 1")
+            except OSError:
+                continue
+            for found in series:
+                breach = self.breached.get(found["metric"].get("slice", ""))
+                if breach is not None and breach.visible is None:
+                    breach.visible_wall = time.time()
+                    breach.visible = time.monotonic()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
 
 
 def _round_gaps(measured_at: dict[tuple[str, int], set[str]]) -> list[float]:
@@ -377,14 +410,30 @@ def _ready_nodes(api: Any) -> int:
     return count
 
 
-def _label_slices(bed: Testbed, api: Any, shape: Shape) -> list[str]:
+def _label_slices(api: Any, shape: Shape) -> list[str]:
     """Disjoint slices, each with nodes of every profile (round-robin over sorted names)."""
     names = sorted(n["metadata"]["name"] for n in _get_json(api, "/api/v1/nodes")["items"])
     assert len(names) == shape.nodes
     slices = [f"slice-{k:03d}" for k in range(shape.rollouts)]
-    for k, slice_name in enumerate(slices):
-        members = names[k :: shape.rollouts]
-        bed.kubectl("label", "nodes", *members, f"{SLICE_LABEL}={slice_name}", timeout=120)
+
+    def label(index_and_name: tuple[int, str]) -> None:
+        index, name = index_and_name
+        patch = {"metadata": {"labels": {SLICE_LABEL: slices[index % shape.rollouts]}}}
+        response = api.call_api(
+            *api.param_serialize(
+                "PATCH", f"/api/v1/nodes/{name}", body=patch,
+                header_params={"Content-Type": "application/merge-patch+json",
+                               "Accept": "application/json"},
+                auth_settings=["BearerToken"],
+            )
+        )  # fmt: skip
+        response.read()
+        assert response.status == 200, f"labelling {name}: HTTP {response.status}"
+
+    # kubectl label GETs then PATCHes each node under its own 5 requests/s limit: 5,000
+    # nodes would take half an hour.
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(label, enumerate(names)))
     return slices
 
 
@@ -516,6 +565,11 @@ def _report(shape: Shape, figures: Figures) -> None:
     op_rollback = parse_histogram(figures.metrics_text, "slmops_rollout_rollback_duration_seconds")
     breaches = list(figures.breaches.values())
     decision_after_visible = [
+        b.decided_stamp - b.visible_wall
+        for b in breaches
+        if b.decided_stamp is not None and b.visible_wall is not None
+    ]
+    seen_after_visible = [
         b.decided - b.visible for b in breaches if b.decided is not None and b.visible is not None
     ]
     back_after_visible = [
@@ -577,11 +631,13 @@ wave {BREACH_WAVE + 1} is analysed.
 | reconcile duration p50 / p99 (operator histogram, {reconcile.count:.0f} reconciles) | {reconcile.quantile(0.5) * 1000:.0f} / {reconcile.quantile(0.99) * 1000:.0f} ms | |
 | gap between analysis rounds of a wave, p50 / p99 / max ({len(gaps)} gaps) | {_percentile(gaps, 0.5):.1f} / {_percentile(gaps, 0.99):.1f} / {max(gaps, default=float("nan")):.1f} s | interval {INTERVAL_SECONDS} s |
 | round lateness (gap - interval), p99 | {_percentile(lateness, 0.99):.1f} s | < one interval |
-| breach visible in Prometheus → abort seen in status, median / max | {statistics.median(decision_after_visible):.1f} / {max(decision_after_visible):.1f} s | ≤ one interval ({INTERVAL_SECONDS} s) |
+| breach visible in Prometheus → abort decided (operator's `abort.at`, second precision), median / max | {statistics.median(decision_after_visible):.1f} / {max(decision_after_visible):.1f} s | ≤ one interval ({INTERVAL_SECONDS} s) |
+| breach visible in Prometheus → abort seen in status (polled), median / max | {statistics.median(seen_after_visible):.1f} / {max(seen_after_visible):.1f} s | |
 | failing measurement → abort written (operator histogram, mean) | {op_decision.mean:.3f} s | within the reconcile |
 | breach visible → all {touched} touched nodes serve stable, median / max | {statistics.median(back_after_visible):.1f} / {max(back_after_visible):.1f} s | |
 | abort → rollback complete (operator histogram, mean) | {op_rollback.mean:.1f} s | |
 | API requests per rollout-wave (all / writes) | {per_wave:.1f} / {writes_per_wave:.1f} | |
+| apiserver time per operator write in the wave phase, p50 / p99 (audit log) | {_percentile(canary.write_seconds, 0.5) * 1000:.0f} / {_percentile(canary.write_seconds, 0.99) * 1000:.0f} ms | |
 | API requests while quiet | {quiet.total / figures.phase_seconds["quiet"] * 60:.0f} per minute | |
 
 Durations: all nodes Ready {figures.nodes_ready_seconds:.0f} s after `up` began; first rollout
@@ -625,7 +681,8 @@ its response starts and again when it ends), attributed to the phase in which it
     # Targets as ratios of what this run measured to the bound it set.
     assert figures.peak_rss_mib / RSS_TARGET_MIB < 1.0
     assert len(decision_after_visible) == len(breaches) == len(back_after_visible)
+    assert len(seen_after_visible) == len(breaches)
     # Seen in status: late by up to one poll and one scrape.
-    assert max(decision_after_visible) / (INTERVAL_SECONDS + shape.poll_seconds + 1) <= 1.0
+    assert max(decision_after_visible) / INTERVAL_SECONDS <= 1.0
     assert _percentile(lateness, 0.99) / INTERVAL_SECONDS < 1.0
     assert figures.healthy_on_canary == shape.rollouts - len(breaches)

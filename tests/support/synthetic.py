@@ -12,6 +12,7 @@ import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
@@ -161,6 +162,8 @@ class RequestCounts:
     """Requests the apiserver received, counted once each (by audit ID)."""
 
     by_verb_resource: Counter[tuple[str, str]] = field(default_factory=Counter)
+    write_seconds: list[float] = field(default_factory=list)
+    """How long the apiserver took over each write (received → response complete)."""
 
     @property
     def writes(self) -> int:
@@ -207,6 +210,9 @@ class AuditReader:
         for line in complete.splitlines():
             event: Mapping[str, object] = json.loads(line)
             audit_id = str(event.get("auditID"))
+            verb = str(event.get("verb"))
+            if verb in WRITE_VERBS and event.get("stage") == "ResponseComplete":
+                counts.write_seconds.append(_seconds_between(event))
             if audit_id in self._seen:
                 continue
             self._seen.add(audit_id)
@@ -216,8 +222,14 @@ class AuditReader:
                 resource = str(ref.get("resource", ""))
                 if ref.get("subresource"):
                     resource += f"/{ref['subresource']}"
-            counts.by_verb_resource[(str(event.get("verb")), resource)] += 1
+            counts.by_verb_resource[(verb, resource)] += 1
         return counts
+
+
+def _seconds_between(event: Mapping[str, object]) -> float:
+    received = datetime.fromisoformat(str(event["requestReceivedTimestamp"]))
+    completed = datetime.fromisoformat(str(event["stageTimestamp"]))
+    return (completed - received).total_seconds()
 
 
 # --- where the operator spends its time --------------------------------------------------------
