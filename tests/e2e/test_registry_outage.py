@@ -19,6 +19,9 @@ in wave 0 and every other node keeps serving stable. Once the registry is back t
 starts and the node reports Updated; the pause stays (the wave was never measured), and
 `slmops promote`, as the status says, finishes the rollout on the next wave's analysis.
 
+Source: the source is an artifact in the registry, which is down when the source is verified:
+SourceUnreachable while it lasts, verified by the next attempt once it is back.
+
 Prometheus stopped during a build is not tested: builds never talk to Prometheus.
 """
 
@@ -39,6 +42,7 @@ from typing import Any
 import pytest
 
 from slmops.adapters.oci import Credentials, Reference, RegistryClient
+from slmops.optimize.packaging import ModelMetadata, build_modelpack, push_modelpack
 from slmops.optimize.source import directory_digest
 from slmops.testbed.testbed import Testbed
 from tests.e2e import rollout_support as rs
@@ -52,6 +56,7 @@ from tests.e2e.slmmodel_support import (
     operator_with_crds,
     pods,
     push_secret,
+    wait_for_model,
 )
 from tests.serving.tiny_models import plain_onnx_model
 from tests.support.operator import OperatorProcess
@@ -302,6 +307,86 @@ def test_registry_stopped_mid_push_is_reported_retried_and_never_half_referenced
         f"\nbuild Jobs: {names}; artifacts verified: {sorted(audit.verified)}; "
         f"Ready message while down: {ready['message']}"
     )
+
+
+def test_a_source_in_a_stopped_registry_is_retried_not_failed(
+    testbed: Testbed, operator: OperatorProcess, kube_namespace: str, tmp_path: Path
+) -> None:
+    """The source is itself an artifact in the registry; the registry is down when the source
+    is verified: SourceUnreachable while it lasts (not a failed, stalled model), verified by
+    the next attempt once the registry is back."""
+    operator_with_crds(testbed, operator)
+    push_secret(testbed, kube_namespace, "registry-push", testbed.registry.password)
+    files = tmp_path / "source"
+    files.mkdir()
+    shutil.copyfile(plain_onnx_model(16) / "model.onnx", files / "model.onnx")
+    metadata = ModelMetadata(
+        name="outage-source",
+        version=kube_namespace,
+        format="onnx",
+        precision="fp32",
+        quantization="none",
+        execution_provider="cpu",
+    )
+    with _registry_client(testbed) as client:
+        digest = push_modelpack(
+            client, f"sources/{kube_namespace}", build_modelpack(files, metadata), "fp32"
+        )
+    host = testbed.registry.host
+    spec = _build_spec(testbed, files, f"e2e/outage-{kube_namespace}")
+    spec["source"] = {
+        "uri": f"oci://{host}/sources/{kube_namespace}@{digest}",
+        "sha256": digest.removeprefix("sha256:"),
+        "format": "onnx",
+        "task": "other",
+    }
+    spec["image"]["pullSecretRef"] = {"name": "registry-push"}
+    stopped = False
+    try:
+        testbed.stop_registry()
+        stopped = True
+        apply(testbed, kube_namespace, model_manifest("far-source", spec))
+        down = wait_for_model(
+            testbed,
+            kube_namespace,
+            "far-source",
+            lambda m: condition(m, "Ready").get("reason") == "SourceUnreachable",
+            timeout=60,
+            what="Ready=False SourceUnreachable",
+        )
+        verified = condition(down, "SourceVerified")
+        assert verified["status"] == "Unknown" and host in verified["message"], verified
+        assert condition(down, "Ready")["status"] == "False"
+        assert condition(down, "Stalled")["status"] == "False"
+        assert down["status"]["phase"] == "Building"
+        # Down past the verify Job's own pod retry: the next attempt is a Job of its own.
+        wait_for_model(
+            testbed,
+            kube_namespace,
+            "far-source",
+            lambda m: "verify attempt 1 of" in condition(m, "SourceVerified").get("message", ""),
+            timeout=60,
+            what="the first verify Job to fail",
+        )
+        assert jobs(testbed, kube_namespace, "slmops.io/role=build") == []
+        testbed.start_registry()
+        stopped = False
+    finally:
+        if stopped:
+            testbed.start_registry()
+    model = wait_for_model(
+        testbed,
+        kube_namespace,
+        "far-source",
+        lambda m: condition(m, "SourceVerified").get("status") == "True",
+        timeout=60,
+        what="SourceVerified=True once the registry is back",
+    )
+    assert condition(model, "Stalled")["status"] == "False"
+    verifies = sorted(
+        j["metadata"]["name"] for j in jobs(testbed, kube_namespace, "slmops.io/role=verify")
+    )
+    assert len(verifies) == 2 and verifies[1].endswith("-verify-attempt2"), verifies
 
 
 # --- the registry stopped as a rollout's first wave starts -------------------------------
