@@ -209,7 +209,12 @@ def test_a_workload_without_nodes_is_refused() -> None:
 
 
 def test_names_are_dns_labels_and_distinct_when_shortened() -> None:
-    assert workload_name("demo", "arm-int4", "abcdef0123456789") == "demo-arm-int4-abcdef0123"
+    assert workload_name("demo", "arm-int4", "abcdef0123456789").startswith(
+        "demo-arm-int4-abcdef0123-"
+    )
+    # Readable parts alike, names apart: revisions sharing a prefix, dashes moved between parts.
+    assert workload_name("demo", "v", "r2-good-one") != workload_name("demo", "v", "r2-good-two")
+    assert workload_name("a-b", "c", "r1") != workload_name("a", "b-c", "r1")
     long_rollout = "r" * 60
     first = workload_name(long_rollout, "v", "a" * 40)
     second = workload_name(long_rollout, "v", "a" * 10 + "b" * 30)

@@ -96,13 +96,15 @@ class ServerWorkload:
 
 
 def workload_name(rollout: str, variant: str, revision: str) -> str:
-    """A DNS label naming the DaemonSet; long names are shortened with a hash so two
-    different triples never share a name."""
-    full = f"{rollout}-{variant}-{revision[:10]}"
-    if len(full) <= _MAX_NAME:
-        return full
+    """A DNS label naming the DaemonSet: readable parts, then a hash of the whole triple.
+
+    The hash is always there: the readable parts alone collide (revisions sharing their first
+    ten characters; "a-b"+"c" and "a"+"b-c"), and a collision would make the operator patch one
+    revision's DaemonSet into another's immutable selector.
+    """
     digest = hashlib.sha256(f"{rollout}/{variant}/{revision}".encode()).hexdigest()[:8]
-    return f"{full[: _MAX_NAME - 9].rstrip('-')}-{digest}"
+    readable = f"{rollout}-{variant}-{revision[:10]}"[: _MAX_NAME - 9].rstrip("-")
+    return f"{readable}-{digest}"
 
 
 def selector_labels(rollout: str, variant: str, revision: str) -> dict[str, str]:
