@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -148,6 +148,27 @@ def test_download_verifies_the_digest_and_leaves_nothing_on_mismatch(tmp_path: P
     with pytest.raises(DigestMismatchError, match="nothing was kept"):
         client_with(tampering).download_blob("models/demo", BLOB_DIGEST, dest)
     assert list(dest.parent.iterdir()) == []
+
+
+def test_download_stops_at_the_declared_size(tmp_path: Path) -> None:
+    sent: list[int] = []
+
+    def endless(request: httpx.Request) -> httpx.Response:
+        def body() -> Iterator[bytes]:
+            for _ in range(1000):
+                sent.append(1)
+                yield b"x" * 65536
+
+        return httpx.Response(200, content=body())
+
+    dest = tmp_path / "cache" / "model.onnx"
+    with pytest.raises(DigestMismatchError, match=f"more than the {len(BLOB)} bytes"):
+        client_with(endless).download_blob(
+            "models/demo", BLOB_DIGEST, dest, expected_size=len(BLOB)
+        )
+    assert list(dest.parent.iterdir()) == []
+    # One read buffer (1 MiB) past the declared size, not the 64 MiB on offer.
+    assert len(sent) < 100, len(sent)
 
 
 def test_download_writes_the_verified_file(tmp_path: Path) -> None:

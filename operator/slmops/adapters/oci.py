@@ -594,11 +594,15 @@ class RegistryClient:
             raise DigestMismatchError(f"{what}: content hashes to {sha256_digest(data)}")
         return data
 
-    def download_blob(self, repository: str, digest: str, dest: Path) -> int:
+    def download_blob(
+        self, repository: str, digest: str, dest: Path, *, expected_size: int | None = None
+    ) -> int:
         """Stream a blob to `dest`, verified against its digest; returns its size.
 
         The bytes go to a temporary file beside `dest` that is renamed only once the digest
-        matches, so a mismatch or a broken download leaves nothing behind.
+        matches, so a mismatch or a broken download leaves nothing behind. With
+        `expected_size` (the manifest's word), reading stops at the first byte past it: a
+        tampered or hostile blob cannot fill a node's disk before its digest is checked.
         """
         if not _DIGEST.match(digest):
             raise RegistryError(f"unsupported digest {digest!r}")
@@ -619,8 +623,13 @@ class RegistryClient:
                 )
                 try:
                     for chunk in response.iter_bytes(_CHUNK):
-                        hasher.update(chunk)
                         size += len(chunk)
+                        if expected_size is not None and size > expected_size:
+                            raise DigestMismatchError(
+                                f"{what}: the registry sent more than the {expected_size} bytes"
+                                " its manifest declares; nothing was kept"
+                            )
+                        hasher.update(chunk)
                         out.write(chunk)
                 except httpx.TransportError:
                     raise RegistryUnavailableError(
@@ -768,7 +777,9 @@ def pull_artifact(
             if target.is_file() and file_digest(target) == (layer.digest, layer.size):
                 continue
             log.info("pulling %s (%d bytes) to %s", layer.digest, layer.size, target)
-            registry_client.download_blob(reference.repository, layer.digest, target)
+            registry_client.download_blob(
+                reference.repository, layer.digest, target, expected_size=layer.size
+            )
         return manifest
     finally:
         if own_client:
