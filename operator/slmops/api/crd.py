@@ -94,6 +94,8 @@ KINDS: tuple[KindInfo, ...] = (
             {"name": "Wave", "type": "integer", "jsonPath": ".status.currentWave"},
             {"name": "Stable", "type": "string", "jsonPath": ".status.stableRevision"},
             {"name": "Canary", "type": "string", "jsonPath": ".status.canaryRevision"},
+            # Nodes that missed a rollout while away: the phase stays Healthy, this does not.
+            {"name": "Skipped", "type": "integer", "jsonPath": ".status.skippedCount"},
             _ready_column(),
             _age_column(),
         ),
