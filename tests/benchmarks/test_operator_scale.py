@@ -146,6 +146,8 @@ class Figures:
     """Everything the section reports, filled in as the run goes."""
 
     nodes_ready_seconds: float = 0.0
+    startup_seconds: float = 0.0
+    startup_peak_rss_mib: float = 0.0
     first_rollout_seconds: float = 0.0
     canary_seconds: float = 0.0
     requests: dict[str, RequestCounts] = field(default_factory=dict)
@@ -213,6 +215,16 @@ def run_shape(shape: Shape, tmp_path: Path) -> None:
             "-n", NAMESPACE, "apply", "-f", "-",
             input=yaml.safe_dump_all([_rollout(bed, name) for name in slices]),
         )  # fmt: skip
+        # kopf handles nothing until its indexes (every node, every server pod) are filled:
+        # the first status written ends the operator's start.
+        _until(
+            "a first rollout status",
+            lambda: any((r.get("status") or {}).get("phase") for r in _list_rollouts(admin)),
+            shape.first_rollout_timeout,
+            every=1,
+        )
+        figures.startup_seconds = time.monotonic() - clock["start"]
+        figures.startup_peak_rss_mib = peak_rss_mib(pid)
         _until(
             f"all {shape.rollouts} rollouts Healthy on {STABLE}",
             lambda: _count_healthy(admin, STABLE) == shape.rollouts,
@@ -625,6 +637,8 @@ wave {BREACH_WAVE + 1} is analysed.
 | measurement | value | target |
 |---|---:|---|
 | operator peak RSS (VmHWM) | {figures.peak_rss_mib:.0f} MiB | < {RSS_TARGET_MIB:.0f} MiB |
+| operator start → first status written (indexes filled) | {figures.startup_seconds:.0f} s | |
+| operator peak RSS by then | {figures.startup_peak_rss_mib:.0f} MiB | |
 | operator CPU, first rollout ({figures.phase_seconds["first rollout"]:.0f} s) | {figures.cpu["first rollout"]:.1f} s ({cpu_share["first rollout"] * 100:.0f} % of a core) | |
 | operator CPU, quiet ({figures.phase_seconds["quiet"]:.0f} s) | {figures.cpu["quiet"]:.1f} s ({cpu_share["quiet"] * 100:.0f} % of a core) | |
 | operator CPU, waves and rollbacks ({figures.phase_seconds["canary rollout"]:.0f} s) | {figures.cpu["canary rollout"]:.1f} s ({cpu_share["canary rollout"] * 100:.0f} % of a core) | |
