@@ -383,7 +383,8 @@ def test_node_offline_goes_not_ready_through_node_lifecycle_controller_and_back(
 
     testbed.simulator.take_offline(node_name)
     try:
-        assert process_state(pid) == "T"  # frozen with SIGSTOP, as a hung machine
+        # Frozen with SIGSTOP, as a hung machine; a busy CPU may take a moment to deliver it.
+        wait_for(lambda: process_state(pid) == "T", "the pod's process stopped", timeout=10)
         wait_for(lambda: ready() == "Unknown", "node NotReady (Unknown)", timeout=60)
         taints = get_json(testbed, "node", node_name)["spec"].get("taints", [])
         assert any(t["key"] == "node.kubernetes.io/unreachable" for t in taints)
