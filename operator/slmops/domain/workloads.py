@@ -299,17 +299,22 @@ def daemonset_manifest(
     }
 
 
+def _rollout_object_metadata(rollout: str, namespace: str, owner: Owner) -> dict[str, Any]:
+    """Objects of the whole rollout (not of one revision) are named after it and owned by it."""
+    return {
+        "name": rollout,
+        "namespace": namespace,
+        "labels": {ROLLOUT_LABEL: rollout, MANAGED_BY_LABEL: MANAGED_BY},
+        "ownerReferences": [owner.reference()],
+    }
+
+
 def service_manifest(rollout: str, namespace: str, port: int, owner: Owner) -> dict[str, Any]:
     """One Service for every server of the rollout, whatever revision it runs."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": rollout,
-            "namespace": namespace,
-            "labels": {ROLLOUT_LABEL: rollout, MANAGED_BY_LABEL: MANAGED_BY},
-            "ownerReferences": [owner.reference()],
-        },
+        "metadata": _rollout_object_metadata(rollout, namespace, owner),
         "spec": {
             "selector": {ROLLOUT_LABEL: rollout},
             "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
@@ -356,12 +361,7 @@ def network_policy_manifest(
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {
-            "name": rollout,
-            "namespace": namespace,
-            "labels": {ROLLOUT_LABEL: rollout, MANAGED_BY_LABEL: MANAGED_BY},
-            "ownerReferences": [owner.reference()],
-        },
+        "metadata": _rollout_object_metadata(rollout, namespace, owner),
         "spec": {
             # Our label too, so that a pod of someone else's that happens to carry the
             # rollout label is not confined by a policy it never asked for.
