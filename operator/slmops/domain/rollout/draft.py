@@ -242,12 +242,15 @@ def heads_for_canary(draft: Draft, node: NodeAssignment) -> bool:
 
 def settled_message(draft: Draft) -> str:
     """Healthy's message (the same text whichever decision writes it: no status churn)."""
-    message = f"all assigned nodes serve revision {draft.stable}"
+    return f"all assigned nodes serve revision {draft.stable}" + except_skipped(draft)
+
+
+def except_skipped(draft: Draft) -> str:
+    """The tail of a settled message that names the nodes still away (empty if none)."""
     skipped = skipped_nodes(draft)
-    if skipped:
-        message += f" except {len(skipped)} skipped ({name_list(skipped)}), which get it when"
-        message += " they return"
-    return message
+    if not skipped:
+        return ""
+    return f" except {len(skipped)} skipped ({name_list(skipped)}), which get it when they return"
 
 
 def name_list(names: list[str], limit: int = 5) -> str:

@@ -12,10 +12,9 @@ from slmops.domain.rollout.draft import (
     SWITCHING_POLL_SECONDS,
     TOUCHED,
     Draft,
+    except_skipped,
     hold_skipped,
-    name_list,
     set_node,
-    skipped_nodes,
 )
 from slmops.domain.rollout.queries import metric_spec, query_variables, try_render
 
@@ -115,9 +114,4 @@ def finish_rollback(draft: Draft) -> None:
 
 
 def _rolled_back_message(draft: Draft) -> str:
-    message = f"rolled back: every touched node serves {draft.stable} again"
-    skipped = skipped_nodes(draft)
-    if skipped:
-        message += f" except {len(skipped)} skipped ({name_list(skipped)}), which get it when"
-        message += " they return"
-    return message
+    return f"rolled back: every touched node serves {draft.stable} again" + except_skipped(draft)
