@@ -52,23 +52,24 @@ from slmops.testbed.processes import free_port
 from slmops.testbed.simulator.profiles import PROFILES
 from slmops.testbed.testbed import FleetSpec, Testbed, prometheus_query
 from tests.serving.benchmark_report import machine_description, write_section
+from tests.support import played_model
 from tests.support.operator import OperatorProcess
-from tests.support.synthetic import (
+from tests.support.operator_cost import (
     AuditReader,
     MainThreadProfile,
     RequestCounts,
-    SyntheticGauge,
     cpu_seconds,
     parse_histogram,
     peak_rss_mib,
-    publish_model,
 )
+from tests.support.synthetic_metrics import SyntheticGauge
 
 pytestmark = pytest.mark.benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "scale"
 MODEL = "scalelm"
+REPOSITORY = "bench"
 STABLE = "scale0001stable"
 CANARY = "scale0002canary"
 SLICE_LABEL = "slmops.io/bench-slice"
@@ -195,9 +196,9 @@ def run_shape(shape: Shape, tmp_path: Path) -> None:
         figures.nodes_ready_seconds = time.monotonic() - started
         slices = _label_slices(admin, shape)
         _setup(bed)
-        gauge = SyntheticGauge(bed, GAUGE, "slice", "scale")
+        gauge = SyntheticGauge(bed, GAUGE, "1 once the benchmark breaches the slice", ["slice"])
         for name in slices:
-            gauge.set(name, 0)
+            gauge.set(0, slice=name)
         audit = AuditReader(bed.audit_log)
         metrics_port = free_port()
         operator = OperatorProcess(
@@ -217,7 +218,7 @@ def run_shape(shape: Shape, tmp_path: Path) -> None:
         clock = {"start": time.monotonic()}
 
         # Phase 1: the stable revision everywhere.
-        publish_model(bed, NAMESPACE, MODEL, STABLE, [], list(VARIANTS))
+        played_model.publish(bed, NAMESPACE, MODEL, list(VARIANTS), REPOSITORY, STABLE)
         bed.kubectl(
             "-n", NAMESPACE, "apply", "-f", "-",
             input=yaml.safe_dump_all([_rollout(bed, name) for name in slices]),
@@ -254,7 +255,7 @@ def run_shape(shape: Shape, tmp_path: Path) -> None:
         # Phase 3: the new revision in waves on every slice; some slices breach.
         breached = {name: Breach() for name in slices[::BREACH_EVERY]}
         figures.breaches = breached
-        publish_model(bed, NAMESPACE, MODEL, CANARY, [STABLE], list(VARIANTS))
+        played_model.publish(bed, NAMESPACE, MODEL, list(VARIANTS), REPOSITORY, CANARY, [STABLE])
         canary_started = time.monotonic()
         testbed_cpu_before = _testbed_cpu(bed)
         profile = MainThreadProfile(pid, PROFILE_SECONDS, tmp_path / "operator-profile.txt")
@@ -368,7 +369,7 @@ def _follow(
             and waves[BREACH_WAVE].get("phase") == "Analyzing"
             and waves[BREACH_WAVE].get("successful", 0) >= 1
         ):
-            gauge.set(name, 1)
+            gauge.set(1, slice=name)
             breach.flipped = now
         if breach.decided is None and status.get("abort"):
             breach.decided = now
@@ -481,31 +482,9 @@ def _label_slices(api: Any, shape: Shape) -> list[str]:
 
 
 def _setup(bed: Testbed) -> None:
-    bed.kubectl("apply", "-f", str(ROOT / "crds"))
-    bed.kubectl("wait", "--for", "condition=established", "crd", "--all", "--timeout=60s")
-    bed.kubectl("create", "namespace", NAMESPACE)
-    _until(
-        "service account default",
-        lambda: bed.kubectl("-n", NAMESPACE, "get", "sa", "default", check=False).returncode == 0,
-        30,
-        every=0.2,
-    )
-    model = {
-        "apiVersion": "slmops.io/v1alpha1",
-        "kind": "SLMModel",
-        "metadata": {"name": MODEL},
-        "spec": {
-            "source": {"uri": "file:///bench", "sha256": "0" * 64},
-            "variants": [
-                {"name": v, "target": {
-                    "nodeSelector": {"matchLabels": {"slmops.io/hardware-class": c}},
-                    "hardwareClass": c}}
-                for v, c in VARIANTS.items()
-            ],
-            "image": {"registry": "127.0.0.1:5000", "repository": "bench", "insecure": True},
-        },
-    }  # fmt: skip
-    bed.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=yaml.safe_dump(model))
+    played_model.install_crds(bed)
+    played_model.create_namespace(bed, NAMESPACE)
+    played_model.create_model(bed, NAMESPACE, MODEL, VARIANTS, REPOSITORY)
 
 
 def _rollout(bed: Testbed, slice_name: str) -> dict[str, Any]:

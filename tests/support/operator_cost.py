@@ -1,100 +1,21 @@
-"""What rollout benchmarks need around a real operator: a synthetic metric scraped by the
-testbed's Prometheus, a stand-in for the model controller, and readers of what the operator
-cost (its /proc figures, its own histograms, its requests in the apiserver's audit log)."""
+"""What a real operator process cost a benchmark: its /proc figures, its own histograms, its
+requests in the apiserver's audit log, and where its main thread spent its time (py-spy)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
-
-from slmops.testbed.processes import free_port
-from slmops.testbed.testbed import Testbed
-
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 READ_VERBS = frozenset({"get", "list"})
-
-
-class SyntheticGauge:
-    """A labelled gauge on a metrics endpoint of the benchmark's own, scraped by the
-    testbed's Prometheus through a file_sd target (the way the simulator adds pods)."""
-
-    def __init__(self, bed: Testbed, name: str, label: str, job: str) -> None:
-        self.registry = CollectorRegistry()
-        self.gauge = Gauge(name, "set by the benchmark", [label], registry=self.registry)
-        self.port = free_port()
-        server, _thread = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
-        self._server = server
-        self.target_file = bed.state_dir / "prometheus" / "targets" / f"{job}.json"
-        self.target_file.write_text(
-            json.dumps([{"targets": [f"127.0.0.1:{self.port}"], "labels": {"bench": job}}])
-        )
-
-    def set(self, label_value: str, value: float) -> None:
-        self.gauge.labels(label_value).set(value)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self.target_file.unlink(missing_ok=True)
-
-
-def fake_artifact(revision: str, variant: str) -> str:
-    # Virtual pods pull nothing; the reference only has to be well-formed.
-    digest = hashlib.sha256(f"{revision}/{variant}".encode()).hexdigest()
-    return f"127.0.0.1:5000/bench/{variant}@sha256:{digest}"
-
-
-def model_status(
-    current: str, history: Sequence[str], variants: Sequence[str]
-) -> dict[str, object]:
-    """An SLMModel status as the model controller writes it once `current` is Ready."""
-    return {
-        "phase": "Ready",
-        "revision": current,
-        "conditions": [
-            {"type": "Ready", "status": "True", "reason": "VariantsQualified",
-             "message": "benchmark plays the model controller",
-             "lastTransitionTime": "2026-01-01T00:00:00Z"}
-        ],
-        "variants": [
-            {"name": v, "phase": "Qualified", "revision": current,
-             "artifact": fake_artifact(current, v), "sizeBytes": 1_000_000}
-            for v in variants
-        ],
-        "revisions": [
-            {"revision": r, "variants": {v: fake_artifact(r, v) for v in variants},
-             "sizes": dict.fromkeys(variants, 1_000_000)}
-            for r in [current, *history]
-        ],
-    }  # fmt: skip
-
-
-def publish_model(
-    bed: Testbed,
-    namespace: str,
-    model: str,
-    current: str,
-    history: Sequence[str],
-    variants: Sequence[str],
-) -> None:
-    """Play the model controller: `current` is Ready with artifacts for every variant."""
-    bed.kubectl(
-        "-n", namespace, "patch", "slmmodel", model, "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": model_status(current, history, variants)}),
-    )  # fmt: skip
-
-
-# --- the operator's cost ---------------------------------------------------------------------
 
 
 def cpu_seconds(pid: int) -> float:
