@@ -198,6 +198,22 @@ def rollout_operator(testbed: Testbed, log_dir: Path) -> OperatorProcess:
     )
 
 
+@contextmanager
+def rollout_controller_alone(
+    testbed: Testbed, operator: OperatorProcess, log_dir: Path
+) -> Iterator[OperatorProcess]:
+    """The rollout controller alone while the block runs: the shared operator (all
+    controllers) is stopped meanwhile and started again afterwards."""
+    operator.stop()
+    process = rollout_operator(testbed, log_dir)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        operator.start()
+
+
 def fleet_nodes(testbed: Testbed) -> dict[str, list[str]]:
     return {
         ARM_CLASS: sorted(testbed.simulator.node_names(ARM_CLASS)),

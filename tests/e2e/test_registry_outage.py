@@ -398,14 +398,10 @@ def rollout_controller_only(
 ) -> Iterator[OperatorProcess]:
     """The rollout controller alone: the test plays the model controller."""
     operator_with_crds(testbed, operator)
-    operator.stop()
-    process = rs.rollout_operator(testbed, tmp_path_factory.mktemp("rollout-operator"))
-    process.start()
-    try:
+    with rs.rollout_controller_alone(
+        testbed, operator, tmp_path_factory.mktemp("rollout-operator")
+    ) as process:
         yield process
-    finally:
-        process.stop()
-        operator.start()
 
 
 def test_registry_stopped_as_a_wave_starts_skips_the_node_and_never_promotes(

@@ -54,14 +54,10 @@ def rollout_operator(
     controllers) is stopped for the module and started again afterwards."""
     testbed.kubectl("apply", "-f", str(ROOT / "crds"))
     testbed.kubectl("wait", "--for", "condition=established", "crd", "--all", "--timeout=60s")
-    operator.stop()
-    process = rs.rollout_operator(testbed, tmp_path_factory.mktemp("rollout-operator"))
-    process.start()
-    try:
+    with rs.rollout_controller_alone(
+        testbed, operator, tmp_path_factory.mktemp("rollout-operator")
+    ) as process:
         yield process
-    finally:
-        process.stop()
-        operator.start()
 
 
 @pytest.fixture
